@@ -1,0 +1,222 @@
+"""Keras NASNet, built from the same genotype and configuration as :mod:`edge.torch_model`.
+
+Layer names follow ``keras.applications.nasnet`` exactly (the 389 weighted layers of NASNet-Mobile
+match by name and shape), so official files load by name, and weights move between the two builders
+through the Keras-layout dict of :mod:`edge.weights`.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from edge.config import BN_EPSILON, BN_MOMENTUM_KERAS, CellSpec, NASNetConfig, Pooling, same_pad
+from edge.genotypes import Combine, Op
+from edge.torch_model import adjust_kind
+from edge.weights import KerasWeights
+
+
+def _layers():
+    from keras import layers
+
+    return layers
+
+
+def _bn(x, name):
+    return _layers().BatchNormalization(axis=-1, momentum=BN_MOMENTUM_KERAS, epsilon=BN_EPSILON, name=name)(x)
+
+
+def _relu(x, name=None):
+    return _layers().Activation("relu", name=name)(x)
+
+
+def _pad2d(x, kernel, stride, dilation=1, name=None):
+    """Explicit TF-'SAME' zero padding (Keras ``correct_pad`` for stride 2)."""
+    h, w = int(x.shape[1]), int(x.shape[2])
+    k = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+    s = stride if isinstance(stride, tuple) else (stride, stride)
+    pad = (same_pad(h, k[0], s[0], dilation), same_pad(w, k[1], s[1], dilation))
+    if pad == ((0, 0), (0, 0)):
+        return x
+    return _layers().ZeroPadding2D(padding=pad, name=name)(x)
+
+
+def separable_block(x, filters: int, kernel: int, stride: int, name: str):
+    layers = _layers()
+    x = _relu(x)
+    if stride > 1:
+        x = _pad2d(x, kernel, stride, name=f"separable_conv_1_pad_{name}")
+        pad = "valid"
+    else:
+        pad = "same"
+    x = layers.SeparableConv2D(filters, kernel, strides=stride, padding=pad, use_bias=False,
+                               name=f"separable_conv_1_{name}")(x)
+    x = _bn(x, f"separable_conv_1_bn_{name}")
+    x = _relu(x)
+    x = layers.SeparableConv2D(filters, kernel, padding="same", use_bias=False, name=f"separable_conv_2_{name}")(x)
+    return _bn(x, f"separable_conv_2_bn_{name}")
+
+
+def conv_block(x, op: Op, filters: int, stride: int, name: str):
+    layers = _layers()
+    shapes = {Op.CONV_1X1: [((1, 1), 1)], Op.CONV_3X3: [((3, 3), 1)], Op.DIL_CONV_3X3: [((3, 3), 2)],
+              Op.CONV_1X3_3X1: [((1, 3), 1), ((3, 1), 1)], Op.CONV_1X7_7X1: [((1, 7), 1), ((7, 1), 1)]}[op]
+    x = _relu(x)
+    for i, (kernel, dil) in enumerate(shapes):
+        s = (stride, stride) if len(shapes) == 1 else ((1, stride) if i == 0 else (stride, 1))
+        if dil > 1:
+            s = (1, 1)  # Keras rejects strides > 1 with dilation: 'same' conv, then subsample
+        x = _pad2d(x, kernel, s, dil)
+        x = layers.Conv2D(filters, kernel, strides=s, dilation_rate=dil, padding="valid", use_bias=False,
+                          name=f"{name}_conv_{i + 1}")(x)
+    if op is Op.DIL_CONV_3X3 and stride > 1:
+        x = layers.AveragePooling2D((1, 1), strides=(2, 2), padding="valid")(x)
+    return _bn(x, f"{name}_bn")
+
+
+def factorized_reduce(p, filters: int, conv_names: tuple[str, str], bn_name: str, relu_name: str | None = None,
+                      pool_names: tuple[str | None, str | None] = (None, None)):
+    """Keras ``_adjust_block``'s factorized reduction, layer for layer."""
+    layers = _layers()
+    p = _relu(p, relu_name)
+    p1 = layers.AveragePooling2D((1, 1), strides=(2, 2), padding="valid", name=pool_names[0])(p)
+    p1 = layers.Conv2D(filters // 2, (1, 1), padding="same", use_bias=False, name=conv_names[0])(p1)
+    p2 = layers.ZeroPadding2D(padding=((0, 1), (0, 1)))(p)
+    p2 = layers.Cropping2D(cropping=((1, 0), (1, 0)))(p2)
+    p2 = layers.AveragePooling2D((1, 1), strides=(2, 2), padding="valid", name=pool_names[1])(p2)
+    p2 = layers.Conv2D(filters - filters // 2, (1, 1), padding="same", use_bias=False, name=conv_names[1])(p2)
+    p = layers.concatenate([p1, p2], axis=-1)
+    return _bn(p, bn_name)
+
+
+def pool(x, op: Op, stride: int, name: str, pooling: Pooling, padded_cache: dict):
+    layers = _layers()
+    k = op.kernel_size
+    cls = layers.AveragePooling2D if op is Op.AVG_POOL_3X3 else layers.MaxPooling2D
+    if stride > 1 and pooling is Pooling.KERAS:
+        # Keras zero-pads h once per cell (``reduction_pad_1_{id}``) and pools 'valid'.
+        key = (id(x), k)
+        if key not in padded_cache:
+            padded_cache[key] = _pad2d(x, k, stride, name=padded_cache.get("pad_name") if k == 3 else None)
+        return cls((k, k), strides=(stride, stride), padding="valid", name=name)(padded_cache[key])
+    # 'same' pooling: TF pads exactly as correct_pad for stride 2 and leaves padding out of max/average.
+    return cls((k, k), strides=(stride, stride), padding="same", name=name)(x)
+
+
+def cell(x, p, spec: CellSpec, pooling: Pooling):
+    layers = _layers()
+    g, f, bid, kind = spec.genotype, spec.filters, spec.block_id, spec.kind.value
+    adjust = adjust_kind(spec)
+    if p is None:
+        p = x
+    if adjust == "factorized":
+        p = factorized_reduce(p, f, (f"adjust_conv_1_{bid}", f"adjust_conv_2_{bid}"), f"adjust_bn_{bid}",
+                              relu_name=f"adjust_relu_1_{bid}",
+                              pool_names=(f"adjust_avg_pool_1_{bid}", f"adjust_avg_pool_2_{bid}"))
+    elif adjust == "projection":
+        p = _relu(p)
+        p = layers.Conv2D(f, (1, 1), padding="same", use_bias=False, name=f"adjust_conv_projection_{bid}")(p)
+        p = _bn(p, f"adjust_bn_{bid}")
+    h = _relu(x)
+    h = layers.Conv2D(f, (1, 1), padding="same", use_bias=False, name=f"{kind}_conv_1_{bid}")(h)
+    h = _bn(h, f"{kind}_bn_1_{bid}")
+
+    states = [h, p]
+    padded: dict = {"pad_name": f"{kind}_pad_1_{bid}"}
+    for b in range(g.num_blocks):
+        outs = []
+        for i in (2 * b, 2 * b + 1):
+            src, stride, op = states[g.inputs[i]], g.stride(i), g.ops[i]
+            name = f"{g.keras_names[i]}_{bid}"
+            if op.is_separable:
+                outs.append(separable_block(src, f, op.kernel_size, stride, name))
+            elif op.is_pool:
+                outs.append(pool(src, op, stride, name, pooling, padded))
+            elif op is Op.IDENTITY:
+                outs.append(src if stride == 1 else
+                            factorized_reduce(src, f, (f"{name}_conv_1", f"{name}_conv_2"), f"{name}_bn"))
+            else:
+                outs.append(conv_block(src, op, f, stride, name))
+        if g.combine is Combine.ADD:
+            states.append(layers.add(outs, name=f"{kind}_add_{b + 1}_{bid}"))
+        else:
+            states.append(layers.concatenate(outs, axis=-1, name=f"{kind}_comb_{b + 1}_{bid}"))
+    return layers.concatenate([states[i] for i in g.concat], axis=-1, name=f"{kind}_concat_{bid}")
+
+
+def build_keras_model(config: NASNetConfig, include_top: bool = True, input_size: int | None = None,
+                      classifier_activation: str | None = "softmax", name: str | None = None):
+    """The Keras NASNet for ``config`` (channels-last, static input size)."""
+    import keras
+    from keras import layers
+
+    size = input_size or config.input_size
+    specs = config.cells(size)
+    inp = layers.Input(shape=(size, size, 3), name="input_layer")
+    x = layers.Conv2D(config.stem_filters, (3, 3), strides=(2, 2), padding="valid", use_bias=False,
+                      name="stem_conv1")(inp)
+    x = _bn(x, "stem_bn1")
+    outs = [x]
+    p_idx = None
+    for i, spec in enumerate(specs):
+        x_new = cell(outs[-1], None if p_idx is None else outs[p_idx], spec, config.pooling)
+        if not (config.skip_reduction and spec.block_id.startswith("reduce_")):
+            p_idx = i
+        outs.append(x_new)
+    x = layers.Activation("relu")(outs[-1])
+    if include_top:
+        x = layers.GlobalAveragePooling2D()(x)
+        x = layers.Dense(config.num_classes, activation=classifier_activation, name="predictions")(x)
+    return keras.Model(inp, x, name=name or config.name)
+
+
+def load_keras_weights(model, weights: KerasWeights, strict: bool = True) -> list[str]:
+    """Set every weighted layer from ``{layer name: arrays}``; returns the names that were missing."""
+    missing = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in weights:
+            missing.append(layer.name)
+            continue
+        arrays = weights[layer.name]
+        expected = [tuple(w.shape) for w in layer.weights]
+        got = [tuple(np.shape(a)) for a in arrays]
+        if expected != got:
+            raise ValueError(f"layer {layer.name}: weights of shapes {got}, model expects {expected}")
+        layer.set_weights([np.asarray(a, dtype=np.float32) for a in arrays])
+    if strict and missing:
+        raise KeyError(f"{len(missing)} Keras layers missing from the weights, e.g. {missing[:3]}")
+    return missing
+
+
+def cell_output_names(config: NASNetConfig) -> list[str]:
+    """Names of the concat layers that end each cell, in order (for per-cell comparisons)."""
+    return [f"{s.kind.value}_concat_{s.block_id}" for s in config.cells()]
+
+
+def load_keras_model(weights="default", *, include_top: bool = True, input_size: int | None = None,
+                     pooling=None, classifier_activation: str | None = "softmax", source=None):
+    """(Keras NASNet with ``weights``, its WeightsSource); same weight choices as ``load_torch_model``."""
+    from edge.models import resolve_weights
+
+    src = source or resolve_weights(weights, pooling=pooling)
+    cfg = src.config if not input_size else src.config.with_(input_size=input_size)
+    model = build_keras_model(cfg, include_top=include_top, classifier_activation=classifier_activation)
+    if src.keras_weights is not None:
+        w = src.keras_weights
+    elif src.state_dict is not None:
+        from edge.torch_model import build_torch_model
+
+        tm = build_torch_model(cfg)
+        tm.load_state_dict(src.state_dict)
+        w = tm.keras_weights()
+    else:
+        return model, src
+    if not include_top:
+        w = {k: v for k, v in w.items() if k != "predictions"}
+    load_keras_weights(model, w)
+    return model, src
