@@ -15,8 +15,39 @@ import numpy as np
 
 from edge.config import BN_EPSILON, BN_MOMENTUM_KERAS, CellSpec, NASNetConfig, Pooling, same_pad
 from edge.genotypes import Combine, Op
+from edge.lowering import Lowering, avg_correction, split_for_concat
 from edge.torch_model import adjust_kind
 from edge.weights import KerasWeights
+
+# Lowering in force while a model is being built (None: the reference network). Module state keeps the
+# many small builder functions' signatures equal to Keras' own; build_keras_model sets and resets it.
+_LOWERING: Lowering | None = None
+
+
+def _constant(layer):
+    """Mark a layer whose weights are constants of the edge form (not loaded from weight files)."""
+    layer._edge_constant = True
+    return layer
+
+
+def _const_layers():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="nasnet_edge")
+    class ConstantScale(keras.layers.Layer):
+        """x * map[None, :, :, None]: the per-position correction of count-excluding average pools."""
+
+        def __init__(self, scale=None, **kw):
+            super().__init__(**kw)
+            self.scale = np.asarray(scale, np.float32)
+
+        def call(self, x):
+            return x * keras.ops.convert_to_tensor(self.scale[None, :, :, None])
+
+        def get_config(self):
+            return {**super().get_config(), "scale": self.scale.tolist()}
+
+    return ConstantScale
 
 
 def _layers():
@@ -30,7 +61,40 @@ def _bn(x, name):
 
 
 def _relu(x, name=None):
+    if _LOWERING is not None and _LOWERING.relu_as_dwconv:
+        # int8 RELU stays on LiteRT's reference kernels (see edge.lowering); a 1x1 depthwise conv with unit
+        # weights and a fused ReLU is the same function and runs in XNNPACK.
+        import keras
+
+        layer = keras.layers.DepthwiseConv2D(1, use_bias=False, activation="relu", name=name and name + "_dw",
+                                             depthwise_initializer="ones")
+        return _constant(layer)(x)
     return _layers().Activation("relu", name=name)(x)
+
+
+def _concat(tensors, name=None):
+    layers = _layers()
+    if _LOWERING is not None and _LOWERING.split_concat:
+        groups = split_for_concat(list(tensors))
+        if len(groups) > 1:
+            tensors = [g[0] if len(g) == 1 else layers.concatenate(g, axis=-1) for g in groups]
+    return layers.concatenate(list(tensors), axis=-1, name=name)
+
+
+def _avg_pool_dw(x, k: int, stride: int, padding: str, exclude_pad: bool, name: str):
+    """Average pool as a depthwise conv with weights 1/k^2 (+ a constant map where padding is excluded)."""
+    import keras
+
+    h, w = int(x.shape[1]), int(x.shape[2])
+    y = _constant(keras.layers.DepthwiseConv2D(k, strides=stride, padding=padding, use_bias=False, name=name + "_dw",
+                                               depthwise_initializer=keras.initializers.Constant(1.0 / (k * k))))(x)
+    if exclude_pad:
+        pt, pb = same_pad(h, k, stride)
+        pl, pr = same_pad(w, k, stride)
+        corr = avg_correction(h, w, k, stride, (pl, pr, pt, pb))
+        if not np.allclose(corr, 1.0):
+            y = _const_layers()(corr, name=name + "_count")(y)
+    return y
 
 
 def _pad2d(x, kernel, stride, dilation=1, name=None):
@@ -47,11 +111,11 @@ def _pad2d(x, kernel, stride, dilation=1, name=None):
 def separable_block(x, filters: int, kernel: int, stride: int, name: str):
     layers = _layers()
     x = _relu(x)
-    if stride > 1:
+    if stride > 1 and not (_LOWERING is not None and _LOWERING.same_padding):
         x = _pad2d(x, kernel, stride, name=f"separable_conv_1_pad_{name}")
         pad = "valid"
     else:
-        pad = "same"
+        pad = "same"  # TF 'SAME' at stride 2 pads exactly like Keras correct_pad
     x = layers.SeparableConv2D(filters, kernel, strides=stride, padding=pad, use_bias=False,
                                name=f"separable_conv_1_{name}")(x)
     x = _bn(x, f"separable_conv_1_bn_{name}")
@@ -79,9 +143,15 @@ def conv_block(x, op: Op, filters: int, stride: int, name: str):
 
 def factorized_reduce(p, filters: int, conv_names: tuple[str, str], bn_name: str, relu_name: str | None = None,
                       pool_names: tuple[str | None, str | None] = (None, None)):
-    """Keras ``_adjust_block``'s factorized reduction, layer for layer."""
+    """Keras ``_adjust_block``'s factorized reduction, layer for layer (one 2x2 conv in the edge form)."""
     layers = _layers()
     p = _relu(p, relu_name)
+    if _LOWERING is not None and _LOWERING.fuse_factorized:
+        from edge.lowering import FUSED_SUFFIX
+
+        fused = conv_names[0].replace("_conv_1", "_conv", 1) + FUSED_SUFFIX
+        p = layers.Conv2D(filters, (2, 2), strides=(2, 2), padding="same", use_bias=False, name=fused)(p)
+        return _bn(p, bn_name)
     p1 = layers.AveragePooling2D((1, 1), strides=(2, 2), padding="valid", name=pool_names[0])(p)
     p1 = layers.Conv2D(filters // 2, (1, 1), padding="same", use_bias=False, name=conv_names[0])(p1)
     p2 = layers.ZeroPadding2D(padding=((0, 1), (0, 1)))(p)
@@ -95,7 +165,12 @@ def factorized_reduce(p, filters: int, conv_names: tuple[str, str], bn_name: str
 def pool(x, op: Op, stride: int, name: str, pooling: Pooling, padded_cache: dict):
     layers = _layers()
     k = op.kernel_size
-    cls = layers.AveragePooling2D if op is Op.AVG_POOL_3X3 else layers.MaxPooling2D
+    is_avg = op is Op.AVG_POOL_3X3
+    if is_avg and _LOWERING is not None and _LOWERING.avgpool_as_dwconv:
+        if stride > 1 and pooling is Pooling.KERAS:  # zeros count: /k^2 everywhere, 'same' pads like correct_pad
+            return _avg_pool_dw(x, k, stride, "same", False, name)
+        return _avg_pool_dw(x, k, stride, "same", True, name)
+    cls = layers.AveragePooling2D if is_avg else layers.MaxPooling2D
     if stride > 1 and pooling is Pooling.KERAS:
         # Keras zero-pads h once per cell (``reduction_pad_1_{id}``) and pools 'valid'.
         key = (id(x), k)
@@ -143,13 +218,30 @@ def cell(x, p, spec: CellSpec, pooling: Pooling):
         if g.combine is Combine.ADD:
             states.append(layers.add(outs, name=f"{kind}_add_{b + 1}_{bid}"))
         else:
-            states.append(layers.concatenate(outs, axis=-1, name=f"{kind}_comb_{b + 1}_{bid}"))
-    return layers.concatenate([states[i] for i in g.concat], axis=-1, name=f"{kind}_concat_{bid}")
+            states.append(_concat(outs, name=f"{kind}_comb_{b + 1}_{bid}"))
+    return _concat([states[i] for i in g.concat], name=f"{kind}_concat_{bid}")
 
 
 def build_keras_model(config: NASNetConfig, include_top: bool = True, input_size: int | None = None,
-                      classifier_activation: str | None = "softmax", name: str | None = None):
-    """The Keras NASNet for ``config`` (channels-last, static input size)."""
+                      classifier_activation: str | None = "softmax", name: str | None = None,
+                      lowered: Lowering | bool | None = None):
+    """The Keras NASNet for ``config`` (channels-last, static input size).
+
+    ``lowered``: build the edge form (``True`` = all rewrites of :mod:`edge.lowering`); its weights come
+    from :func:`edge.lowering.lowered_keras_weights`.
+    """
+    global _LOWERING
+    from edge.lowering import EDGE
+
+    previous = _LOWERING
+    _LOWERING = EDGE if lowered is True else (lowered or None)
+    try:
+        return _build_keras_model(config, include_top, input_size, classifier_activation, name)
+    finally:
+        _LOWERING = previous
+
+
+def _build_keras_model(config, include_top, input_size, classifier_activation, name):
     import keras
     from keras import layers
 
@@ -166,7 +258,7 @@ def build_keras_model(config: NASNetConfig, include_top: bool = True, input_size
         if not (config.skip_reduction and spec.block_id.startswith("reduce_")):
             p_idx = i
         outs.append(x_new)
-    x = layers.Activation("relu")(outs[-1])
+    x = _relu(outs[-1])
     if include_top:
         x = layers.GlobalAveragePooling2D()(x)
         x = layers.Dense(config.num_classes, activation=classifier_activation, name="predictions")(x)
@@ -177,7 +269,7 @@ def load_keras_weights(model, weights: KerasWeights, strict: bool = True) -> lis
     """Set every weighted layer from ``{layer name: arrays}``; returns the names that were missing."""
     missing = []
     for layer in model.layers:
-        if not layer.weights:
+        if not layer.weights or getattr(layer, "_edge_constant", False):
             continue
         if layer.name not in weights:
             missing.append(layer.name)

@@ -16,6 +16,7 @@ from torch import nn
 
 from edge.config import BN_EPSILON, BN_MOMENTUM_TORCH, CellSpec, NASNetConfig, Pooling, same_pad, stem_output_size
 from edge.genotypes import Combine, Op
+from edge.lowering import FUSED_SUFFIX, Lowering, avg_correction, split_for_concat
 
 
 # ----------------------------------------------------------------------------- weighted layers
@@ -152,7 +153,8 @@ class ConvBlock(nn.Module):
 class Pool(nn.Module):
     """k x k max or average pool with NASNet's border semantics (see :class:`~edge.config.Pooling`)."""
 
-    def __init__(self, op: Op, stride: int, hw: tuple[int, int], pooling: Pooling):
+    def __init__(self, op: Op, stride: int, hw: tuple[int, int], pooling: Pooling, channels: int = 0,
+                 lowering: Lowering | None = None):
         super().__init__()
         k = op.kernel_size
         self.is_max = op is not Op.AVG_POOL_3X3
@@ -163,17 +165,28 @@ class Pool(nn.Module):
         # the average a constant per-position correction k*k / (number of real pixels in the window).
         self.zero_pad = stride > 1 and pooling is Pooling.KERAS
         if not self.is_max and not self.zero_pad:
-            ones = F.pad(torch.ones(1, 1, *hw), self.pad)
-            count = F.avg_pool2d(ones, k, stride) * (k * k)
-            self.register_buffer("correction", (k * k) / count, persistent=False)
+            corr = torch.from_numpy(avg_correction(hw[0], hw[1], k, stride, self.pad))[None, None]
+            self.register_buffer("correction", corr, persistent=False)
         else:
             self.correction = None
+        # edge form: the average as a depthwise conv with constant 1/k^2 weights (XNNPACK has no int8
+        # average pooling; ExecuTorch's partitioner takes avg_pool2d in fp32 only)
+        self.as_dwconv = not self.is_max and lowering is not None and lowering.avgpool_as_dwconv
+        if self.as_dwconv:
+            self.register_buffer("dw_weight", torch.full((channels, 1, k, k), 1.0 / (k * k)), persistent=False)
+            self.symmetric = stride == 1 and self.pad == (k // 2,) * 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_max:
             x = F.pad(x, self.pad, value=0.0 if self.zero_pad else float("-inf"))
             return F.max_pool2d(x, self.kernel, self.stride)
-        x = F.avg_pool2d(F.pad(x, self.pad), self.kernel, self.stride)
+        if self.as_dwconv:
+            if self.symmetric:
+                x = F.conv2d(x, self.dw_weight, None, 1, self.kernel // 2, 1, x.shape[1])
+            else:
+                x = F.conv2d(F.pad(x, self.pad), self.dw_weight, None, self.stride, 0, 1, x.shape[1])
+        else:
+            x = F.avg_pool2d(F.pad(x, self.pad), self.kernel, self.stride)
         return x if self.correction is None else x * self.correction
 
 
@@ -184,16 +197,29 @@ class FactorizedReduce(nn.Module):
     subsampled; that equals ``p[1::2, 1::2]`` zero-padded at the bottom/right to ceil(n / 2).
     """
 
-    def __init__(self, cin: int, filters: int, hw: tuple[int, int], conv_names: tuple[str, str], bn_name: str):
+    def __init__(self, cin: int, filters: int, hw: tuple[int, int], conv_names: tuple[str, str], bn_name: str,
+                 lowering: Lowering | None = None):
         super().__init__()
-        self.conv_1 = KerasConv2d(cin, filters // 2, 1, keras_name=conv_names[0])
-        self.conv_2 = KerasConv2d(cin, filters - filters // 2, 1, keras_name=conv_names[1])
+        self.fused = lowering is not None and lowering.fuse_factorized
+        if self.fused:
+            # edge form: one 2x2 stride-2 conv, path 1 at tap (0,0), path 2 at tap (1,1); 'same' padding
+            # adds a zero row/column at the bottom/right of odd inputs
+            name = conv_names[0].replace("_conv_1", "_conv", 1) + FUSED_SUFFIX
+            self.conv = KerasConv2d(cin, filters, 2, 2, keras_name=name)
+            self.pad = _pad4(hw, (2, 2), (2, 2))
+        else:
+            self.conv_1 = KerasConv2d(cin, filters // 2, 1, keras_name=conv_names[0])
+            self.conv_2 = KerasConv2d(cin, filters - filters // 2, 1, keras_name=conv_names[1])
         self.bn = KerasBatchNorm2d(filters, keras_name=bn_name)
         out = (-(-hw[0] // 2), -(-hw[1] // 2))
         self.shift_pad = (0, out[1] - hw[1] // 2, 0, out[0] - hw[0] // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(x)
+        if self.fused:
+            if any(self.pad):
+                x = F.pad(x, self.pad)
+            return self.bn(self.conv(x))
         p1 = self.conv_1(x[:, :, ::2, ::2])
         p2 = self.conv_2(F.pad(x[:, :, 1::2, 1::2], self.shift_pad))
         return self.bn(torch.cat([p1, p2], dim=1))
@@ -212,16 +238,17 @@ class Projection(nn.Module):
 
 
 def make_op(op: Op, cin: int, filters: int, stride: int, hw: tuple[int, int], name: str,
-            pooling: Pooling) -> tuple[nn.Module, int]:
+            pooling: Pooling, lowering: Lowering | None = None) -> tuple[nn.Module, int]:
     """The module for one genotype operation and its output channel count."""
     if op.is_separable:
         return SeparableBlock(cin, filters, op.kernel_size, stride, hw, name), filters
     if op.is_pool:
-        return Pool(op, stride, hw, pooling), cin
+        return Pool(op, stride, hw, pooling, cin, lowering), cin
     if op is Op.IDENTITY:
         if stride == 1:
             return nn.Identity(), cin
-        return FactorizedReduce(cin, filters, hw, (f"{name}_conv_1", f"{name}_conv_2"), f"{name}_bn"), filters
+        return FactorizedReduce(cin, filters, hw, (f"{name}_conv_1", f"{name}_conv_2"), f"{name}_bn",
+                                lowering), filters
     return ConvBlock(op, cin, filters, stride, hw, name), filters
 
 
@@ -243,8 +270,9 @@ def adjust_kind(spec: CellSpec) -> str:
 class Cell(nn.Module):
     """One NASNet cell driven by its genotype (TF-slim ``NasNetABaseCell`` / Keras ``_*_a_cell``)."""
 
-    def __init__(self, spec: CellSpec, pooling: Pooling):
+    def __init__(self, spec: CellSpec, pooling: Pooling, lowering: Lowering | None = None):
         super().__init__()
+        self.split_concat = lowering is not None and lowering.split_concat
         g, f, bid, kind = spec.genotype, spec.filters, spec.block_id, spec.kind.value
         self.spec = spec
         self.genotype = g
@@ -253,7 +281,7 @@ class Cell(nn.Module):
         adjust = adjust_kind(spec)
         if adjust == "factorized":
             self.adjust = FactorizedReduce(p_shape[2], f, p_shape[:2], (f"adjust_conv_1_{bid}", f"adjust_conv_2_{bid}"),
-                                           f"adjust_bn_{bid}")
+                                           f"adjust_bn_{bid}", lowering)
         elif adjust == "projection":
             self.adjust = Projection(p_shape[2], f, f"adjust_conv_projection_{bid}", f"adjust_bn_{bid}")
         else:
@@ -270,7 +298,8 @@ class Cell(nn.Module):
             for i in (2 * b, 2 * b + 1):
                 src = g.inputs[i]
                 stride = g.stride(i)
-                module, c = make_op(g.ops[i], channels[src], f, stride, hws[src], f"{g.keras_names[i]}_{bid}", pooling)
+                module, c = make_op(g.ops[i], channels[src], f, stride, hws[src], f"{g.keras_names[i]}_{bid}", pooling,
+                                    lowering)
                 ops.append(module)
                 outs.append(c)
             if g.combine is Combine.ADD and outs[0] != outs[1]:
@@ -290,7 +319,10 @@ class Cell(nn.Module):
             left = self.ops[2 * b](states[g.inputs[2 * b]])
             right = self.ops[2 * b + 1](states[g.inputs[2 * b + 1]])
             states.append(left + right if g.combine is Combine.ADD else torch.cat([left, right], dim=1))
-        return torch.cat([states[i] for i in g.concat], dim=1)
+        outs = [states[i] for i in g.concat]
+        if self.split_concat:  # edge form: XNNPACK concatenates at most 5 inputs per node
+            outs = [grp[0] if len(grp) == 1 else torch.cat(grp, dim=1) for grp in split_for_concat(outs)]
+        return torch.cat(outs, dim=1)
 
 
 class Stem(nn.Module):
@@ -317,13 +349,17 @@ class Head(nn.Module):
 class NASNet(nn.Module):
     """NASNet from a configuration. Input NCHW float in [-1, 1]; output logits (or features when headless)."""
 
-    def __init__(self, config: NASNetConfig, include_top: bool = True, input_size: int | None = None):
+    def __init__(self, config: NASNetConfig, include_top: bool = True, input_size: int | None = None,
+                 lowered: Lowering | bool | None = None):
         super().__init__()
+        from edge.lowering import EDGE
+
+        self.lowering = EDGE if lowered is True else (lowered or None)
         self.config = config
         self.input_size = input_size or config.input_size
         self.specs = config.cells(self.input_size)
         self.stem = Stem(config)
-        self.cells = nn.ModuleList(Cell(s, config.pooling) for s in self.specs)
+        self.cells = nn.ModuleList(Cell(s, config.pooling, self.lowering) for s in self.specs)
         for cell, spec in zip(self.cells, self.specs):
             assert cell.out_channels == spec.out_shape[2], (cell.out_channels, spec)
         self.include_top = include_top
@@ -375,9 +411,13 @@ def _p_sources(config: NASNetConfig, n_cells: int) -> list[int | None]:
     return sources
 
 
-def build_torch_model(config: NASNetConfig, include_top: bool = True, input_size: int | None = None) -> NASNet:
-    """The PyTorch NASNet for ``config`` (random weights; see :mod:`edge.weights` to load some)."""
-    model = NASNet(config, include_top=include_top, input_size=input_size)
+def build_torch_model(config: NASNetConfig, include_top: bool = True, input_size: int | None = None,
+                      lowered: Lowering | bool | None = None) -> NASNet:
+    """The PyTorch NASNet for ``config`` (random weights; see :mod:`edge.weights` to load some).
+
+    ``lowered``: the edge form of :mod:`edge.lowering`; load it with ``lowered_keras_weights``.
+    """
+    model = NASNet(config, include_top=include_top, input_size=input_size, lowered=lowered)
     model.eval()
     return model
 

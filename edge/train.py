@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: from scratch")
     p.add_argument("--epochs", type=int, default=14)
     p.add_argument("--image-size", type=int, default=128, help="training resolution (deploy is 224)")
+    p.add_argument("--deploy-size", type=int, default=224, help="input size written into the saved model")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (SGD, Nesterov momentum 0.9)")
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
@@ -227,7 +228,8 @@ def train(args: argparse.Namespace) -> dict:
         model.eval()
         if val_top1 > best:
             best = val_top1
-            save_toolkit_weights(out / "best.pt", model, meta)
+            # the file carries the deploy configuration (224 px for NASNet-Mobile), not the training size
+            save_toolkit_weights(out / "best.pt", model, meta, config=model.config.with_(input_size=args.deploy_size))
         tmp = out / "last.pt.tmp"
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                     "history": history, "best": best, "args": vars(args)}, tmp)

@@ -158,13 +158,16 @@ def find_imagenet_weights(include_top: bool = True) -> Path:
 
 
 # ----------------------------------------------------------------------------- toolkit weight files
-def save_toolkit_weights(path: str | os.PathLike, model, meta: dict | None = None) -> None:
-    """Save a PyTorch NASNet as a state dict with its configuration and metadata (atomic)."""
+def save_toolkit_weights(path: str | os.PathLike, model, meta: dict | None = None, config=None) -> None:
+    """Save a PyTorch NASNet as a state dict with its configuration and metadata (atomic).
+
+    ``config`` overrides the model's own (e.g. the deploy input size of a model trained smaller).
+    """
     import torch
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    payload = {"format": TOOLKIT_FORMAT, "config": model.config.to_dict(), "meta": meta or {},
+    payload = {"format": TOOLKIT_FORMAT, "config": (config or model.config).to_dict(), "meta": meta or {},
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     torch.save(payload, tmp)
     os.replace(tmp, path)

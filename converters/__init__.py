@@ -1,0 +1,1 @@
+"""Converters from the NASNet builders to deployable artifacts (LiteRT ``.tflite``, ExecuTorch ``.pte``)."""

@@ -1,0 +1,214 @@
+"""What both converters share: precisions, calibration and validation images, metrics, manifests.
+
+A manifest JSON is written beside every artifact (``<artifact>.json``): where the weights came from,
+precision, calibration set, preprocessing, labels, tool versions, op histogram, delegation report,
+file size and hash, and the validation results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import enum
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from edge.labels import softmax
+from edge.preprocessing import ImageError, list_images, preprocess
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NUM_CALIBRATION = 200
+
+
+class Precision(str, enum.Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    DYNAMIC = "dynamic"  # int8 weights, float activations (TFLite dynamic-range)
+    INT8 = "int8"  # full-integer, calibrated activations
+
+    @property
+    def quantized(self) -> bool:
+        return self in (Precision.DYNAMIC, Precision.INT8)
+
+
+class ConversionError(ValueError):
+    """A conversion that cannot proceed; the message says what to change."""
+
+
+def package_folder(name: str) -> Path:
+    return Path(str(resources.files("edge").joinpath(f"assets/{name}")))
+
+
+def add_common_arguments(p: argparse.ArgumentParser, precisions: list[str]) -> None:
+    p.add_argument("--weights", default="default",
+                   help="'default' (bundled model), 'imagenet' (Keras cache), a Keras .h5 or a toolkit .pt")
+    p.add_argument("--precision", choices=precisions, default=None, help="default: fp32")
+    p.add_argument("--int8", dest="precision", action="store_const", const="int8", help="= --precision int8")
+    p.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="= --precision fp16")
+    p.add_argument("--output", type=Path, default=Path("artifacts"), help="output folder (default: artifacts/)")
+    p.add_argument("--calibration", type=Path, default=None,
+                   help="folder of images for int8 calibration, searched recursively "
+                        "(default: the real photos shipped in the package)")
+    p.add_argument("--num-calibration", type=int, default=DEFAULT_NUM_CALIBRATION,
+                   help=f"calibration images to use (default {DEFAULT_NUM_CALIBRATION}, or all there are)")
+    p.add_argument("--validation", type=Path, default=None,
+                   help="held-out images for validation (default: the package's samples, never used "
+                        "for calibration)")
+    p.add_argument("--no-lowering", action="store_true",
+                   help="convert the stock graph instead of the NASNet-aware edge form (for comparison)")
+    p.add_argument("--cells", action="store_true", help="also export every cell as its own model")
+    p.add_argument("--fail-under-agreement", type=float, default=None, metavar="X",
+                   help="exit 1 when top-1 agreement with the float model is below X (0-1 or percent)")
+    p.add_argument("--name", default=None, help="artifact base name (default: the model's name)")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+@dataclass
+class ImageSet:
+    files: list[Path]
+    batch: np.ndarray  # NHWC float
+    skipped: list[str]
+
+    def describe(self, root: Path | None) -> dict:
+        return {"folder": str(root) if root else "package", "count": len(self.files),
+                "unreadable_skipped": len(self.skipped), "files": [f.name for f in self.files]}
+
+
+def load_images(folder: Path, pre, limit: int | None = None, what: str = "calibration",
+                exclude: set[Path] | None = None) -> ImageSet:
+    """Preprocessed images of a folder (recursive); unreadable ones are skipped and counted."""
+    if not folder.exists():
+        raise ConversionError(f"{what} folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ConversionError(f"{what} path {folder} is not a folder")
+    files = [f for f in list_images(folder) if not exclude or f.resolve() not in exclude]
+    if not files:
+        raise ConversionError(f"{what} folder {folder} holds no images (.jpg, .png, ...); "
+                              f"pass --{what} DIR with real photos")
+    # spread a limited selection over the sorted list so every class folder contributes
+    if limit and len(files) > limit:
+        idx = np.linspace(0, len(files) - 1, limit).round().astype(int)
+        files = [files[i] for i in idx]
+    ok, arrays, skipped = [], [], []
+    for f in files:
+        try:
+            arrays.append(preprocess(f, pre))
+            ok.append(f)
+        except ImageError as e:
+            skipped.append(str(e))
+    if skipped:
+        log.warning("%s: skipped %d unreadable image(s), e.g. %s", what, len(skipped), skipped[0])
+    if not ok:
+        raise ConversionError(f"{what} folder {folder}: none of its {len(files)} images could be read")
+    return ImageSet(ok, np.stack(arrays), skipped)
+
+
+def compare(reference_logits: np.ndarray, logits: np.ndarray) -> dict:
+    """Agreement of an artifact's logits with the float reference on the same images."""
+    ref = np.asarray(reference_logits, np.float64)
+    got = np.asarray(logits, np.float64)
+    p, q = softmax(ref), softmax(got)
+    kl = np.sum(p * (np.log(np.clip(p, 1e-12, None)) - np.log(np.clip(q, 1e-12, None))), axis=1)
+    noise = np.sum((ref - got) ** 2)
+    sqnr = float("inf") if noise == 0 else 10 * np.log10(np.sum(ref ** 2) / noise)
+    return {"images": int(len(ref)), "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
+            "max_abs_prob_diff": float(np.abs(p - q).max()), "mean_kl": float(kl.mean()),
+            "logit_sqnr_db": float(sqnr), "max_abs_logit_diff": float(np.abs(ref - got).max())}
+
+
+def agreement_threshold(x: float | None) -> float | None:
+    if x is None:
+        return None
+    if x > 1:
+        x = x / 100.0
+    if not 0 <= x <= 1:
+        raise ConversionError(f"--fail-under-agreement {x}: give a fraction (0.97) or a percentage (97)")
+    return x
+
+
+def tool_versions(*names: str) -> dict:
+    out = {"python": platform.python_version()}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def check_output_dir(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConversionError(f"cannot create output folder {folder}: {e.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise ConversionError(f"output folder {folder} is not writable; pass --output DIR")
+    return folder
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, enum.Enum):
+        return o.value
+    raise TypeError(type(o))
+
+
+def command_line() -> str:
+    return "python -m " + (sys.modules["__main__"].__spec__.name if getattr(sys.modules["__main__"], "__spec__", None)
+                           else Path(sys.argv[0]).name) + " " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+class Stages:
+    """Prints which stage a long conversion is in, with timings kept for the manifest."""
+
+    def __init__(self, total: int):
+        self.total, self.n, self.timings = total, 0, {}
+
+    @contextmanager
+    def stage(self, name: str):
+        self.n += 1
+        log.info("[%d/%d] %s ...", self.n, self.total, name)
+        t = time.perf_counter()
+        yield
+        dt = time.perf_counter() - t
+        self.timings[name] = round(dt, 2)
+        log.info("      %s done in %.1fs", name, dt)
+
+
+def validation_table(rows: list[tuple[str, dict]]) -> str:
+    lines = ["| artifact | images | top-1 agreement | max abs prob diff | mean KL | logit SQNR (dB) |",
+             "|---|---|---|---|---|---|"]
+    for name, v in rows:
+        lines.append(f"| {name} | {v['images']} | {100 * v['top1_agreement']:.1f}% | {v['max_abs_prob_diff']:.2e} | "
+                     f"{v['mean_kl']:.2e} | {v['logit_sqnr_db']:.1f} |")
+    return "\n".join(lines)

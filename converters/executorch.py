@@ -1,0 +1,249 @@
+"""``python -m converters.executorch``: NASNet to an ExecuTorch ``.pte`` program, fp32, fp16 or int8.
+
+    python -m converters.executorch --int8                  # bundled default model, XNNPACK, PT2E int8
+    python -m converters.executorch --precision fp32 --weights imagenet
+
+Builds the PyTorch NASNet from the genotype (the NASNet-aware edge form unless ``--no-lowering``),
+exports it with ``torch.export``, quantizes int8 with PT2E and the XNNPACK quantizer (per-channel
+weights, activations calibrated on real images), lowers with ``to_edge_transform_and_lower`` and the
+XNNPACK partitioner, reports what stays outside the delegate, validates the program through
+``executorch.runtime`` on held-out real images and writes ``<name>_xnnpack_<precision>.pte`` + manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_threshold,
+                               check_output_dir, command_line, compare, load_images, now_iso, package_folder,
+                               tool_versions, validation_table, write_json_atomic)
+from edge.quiet import quiet_executorch_import
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = [Precision.FP32.value, Precision.FP16.value, Precision.INT8.value]
+
+
+def partitioner_for(backend: str):
+    """The partitioner of ``backend``, or a clear error naming what to install."""
+    with quiet_executorch_import():
+        try:
+            if backend == "xnnpack":
+                from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+                return XnnpackPartitioner()
+            if backend == "vulkan":
+                from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
+
+                return VulkanPartitioner()
+            if backend == "coreml":
+                from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+                return CoreMLPartitioner()
+            if backend == "qnn":
+                from executorch.backends.qualcomm.partition.qnn_partitioner import QnnPartitioner  # noqa: F401
+
+                raise ConversionError("the QNN partitioner needs the Qualcomm AI Engine Direct SDK "
+                                      "(QNN_SDK_ROOT) and a target SoC; it is not set up on this machine")
+        except (ImportError, ModuleNotFoundError, OSError) as e:
+            raise ConversionError(f"backend '{backend}' is not available here ({e.__class__.__name__}: "
+                                  f"{str(e).splitlines()[0][:100]}); use --backend xnnpack") from None
+    raise ConversionError(f"unknown backend '{backend}'")
+
+
+class _Float16(object):
+    pass
+
+
+def _half_wrapper(model):
+    import torch
+
+    class Half(torch.nn.Module):
+        """fp32 in, fp32 out, fp16 inside: XNNPACK's fp16 kernels with the same I/O as the fp32 program."""
+
+        def __init__(self, m):
+            super().__init__()
+            self.m = m.half()
+
+        def forward(self, x):
+            return self.m(x.half()).float()
+
+    return Half(model).eval()
+
+
+def export_program(model, example, precision: Precision, calibration: np.ndarray | None, backend: str,
+                   progress: bool = True):
+    """(ExecuTorch program manager, edge program) for ``model``."""
+    import torch
+    from tqdm import tqdm
+
+    with quiet_executorch_import():
+        from executorch.exir import to_edge_transform_and_lower
+
+    if precision is Precision.FP16:
+        model = _half_wrapper(model)
+    ep = torch.export.export(model, (example,), strict=False)
+    if precision is Precision.INT8:
+        with quiet_executorch_import():
+            from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                                 get_symmetric_quantization_config)
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        quantizer = XNNPACKQuantizer()
+        quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
+        prepared = prepare_pt2e(ep.module(), quantizer)
+        with torch.no_grad():
+            for x in tqdm(calibration, desc="calibrate", unit="img", disable=not progress, leave=False):
+                prepared(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])))
+        quantized = convert_pt2e(prepared)
+        ep = torch.export.export(quantized, (example,), strict=False)
+    edge = to_edge_transform_and_lower(ep, partitioner=[partitioner_for(backend)])
+    return edge
+
+
+def delegation_report(edge) -> dict:
+    """Delegate calls and the ops left outside any delegate in the lowered edge program."""
+    gm = edge.exported_program().graph_module
+    outside: collections.Counter = collections.Counter()
+    delegates = 0
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = getattr(node.target, "__name__", str(node.target))
+        if "executorch_call_delegate" in name:
+            delegates += 1
+        elif name != "getitem":
+            outside[name.replace(".default", "")] += 1
+    return {"partitions": delegates, "outside_ops": sum(outside.values()), "outside": dict(outside.most_common())}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m converters.executorch", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_arguments(p, PRECISIONS)
+    p.add_argument("--backend", default="xnnpack", choices=["xnnpack", "vulkan", "coreml", "qnn"],
+                   help="ExecuTorch partitioner (the others where their packages and SDKs exist)")
+    return p
+
+
+def convert(args: argparse.Namespace) -> dict:
+    import torch
+
+    from edge.lowering import lowered_keras_weights
+    from edge.models import resolve_weights
+    from edge.runtime import ExecuTorchRunner
+    from edge.torch_model import build_torch_model
+    from edge.weights import sha256
+
+    precision = Precision(args.precision or "fp32")
+    threshold = agreement_threshold(args.fail_under_agreement)
+    out_dir = check_output_dir(args.output)
+    lowered = not args.no_lowering
+    partitioner_for(args.backend)  # fail fast on a missing backend
+    stages = Stages(5)
+
+    with stages.stage("load weights and images"):
+        src = resolve_weights(args.weights)
+        cfg = src.config
+        pre = cfg.preprocessing
+        reference = build_torch_model(cfg)
+        if src.keras_weights is not None:
+            reference.load_keras_weights(src.keras_weights)
+        elif src.state_dict is not None:
+            reference.load_state_dict(src.state_dict)
+        model = reference
+        if lowered:
+            model = build_torch_model(cfg, lowered=True)
+            model.load_keras_weights(lowered_keras_weights(reference.keras_weights(), cfg))
+        val_dir = args.validation or package_folder("samples")
+        validation = load_images(val_dir, pre, what="validation")
+        calibration = None
+        if precision is Precision.INT8:
+            calibration = load_images(args.calibration or package_folder("calibration"), pre,
+                                      limit=args.num_calibration, what="calibration",
+                                      exclude={f.resolve() for f in validation.files})
+        with torch.inference_mode():
+            ref_logits = reference(torch.from_numpy(np.ascontiguousarray(validation.batch.transpose(0, 3, 1, 2))))
+        ref_logits = ref_logits.numpy()
+
+    base = args.name or f"nasnet_mobile_{'edge' if lowered else 'stock'}"
+    artifact = out_dir / f"{base}_{args.backend}_{precision.value}.pte"
+    example = torch.zeros(1, 3, cfg.input_size, cfg.input_size)
+
+    with stages.stage(f"export, {'quantize, ' if precision is Precision.INT8 else ''}lower to {args.backend}"):
+        edge = export_program(model, example, precision, calibration.batch if calibration is not None else None,
+                              args.backend)
+        delegation = delegation_report(edge)
+    with stages.stage("serialize"):
+        program = edge.to_executorch()
+        tmp = artifact.with_name("." + artifact.name + ".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                program.write_to_file(f)
+            with stages.stage("validate on held-out images through executorch.runtime"):
+                if args.backend == "xnnpack":
+                    logits = ExecuTorchRunner(tmp, threads=2).predict(validation.batch)
+                    val = compare(ref_logits, logits)
+                else:
+                    val = None
+            os.replace(tmp, artifact)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    stages.n = stages.total
+
+    manifest = {
+        "format": "pte", "backend": args.backend, "model": cfg.name, "precision": precision.value,
+        "lowered": lowered, "labels": src.labels, "preprocessing": pre.to_dict(),
+        "io": "float32 NCHW in, float32 logits out (apply softmax for probabilities)",
+        "artifact": artifact.name, "created": now_iso(), "command": command_line(),
+        "source": src.describe(), "config": cfg.to_dict(),
+        "calibration": calibration.describe(args.calibration) if calibration is not None else None,
+        "quantization": {"scheme": "PT2E static, XNNPACKQuantizer symmetric, per-channel weights"}
+        if precision is Precision.INT8 else None,
+        "validation": ({"reference": "PyTorch eager float32 (reference network, not lowered)", **val,
+                        "images_folder": str(args.validation) if args.validation else "package samples"}
+                       if val else {"skipped": f"the {args.backend} delegate does not run on this machine"}),
+        "delegation": delegation, "size_bytes": artifact.stat().st_size, "sha256": sha256(artifact),
+        "tools": tool_versions("executorch", "torch", "torchao", "numpy"), "stage_seconds": stages.timings,
+    }
+    if threshold is not None and val:
+        manifest["validation"]["fail_under_agreement"] = threshold
+        manifest["validation"]["passed"] = val["top1_agreement"] >= threshold
+    write_json_atomic(artifact.with_name(artifact.name + ".json"), manifest)
+
+    print()
+    if val:
+        print(validation_table([(artifact.name, val)]))
+    print(f"\n{args.backend}: {delegation['partitions']} delegate partition(s), {delegation['outside_ops']} op(s) "
+          "outside the delegate"
+          + (f" ({', '.join(f'{k} x{v}' for k, v in delegation['outside'].items())})" if delegation['outside'] else ""))
+    print(f"wrote {artifact} ({artifact.stat().st_size / 1e6:.1f} MB) and {artifact.name}.json")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edge.cli import run_cli
+
+    args = build_parser().parse_args(argv)
+
+    def go() -> int:
+        manifest = convert(args)
+        v = manifest["validation"]
+        if v.get("passed") is False:
+            print(f"error: top-1 agreement {100 * v['top1_agreement']:.1f}% is below "
+                  f"--fail-under-agreement {100 * v['fail_under_agreement']:.1f}%", file=sys.stderr)
+            return 1
+        return 0
+
+    return run_cli(go, verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""``python -m converters.tflite``: NASNet to LiteRT ``.tflite`` in fp32, fp16, dynamic-range or full int8.
+
+    python -m converters.tflite --int8                      # bundled default model, shipped calibration set
+    python -m converters.tflite --precision fp16 --weights imagenet --output out/
+
+Builds the Keras NASNet from the genotype (the NASNet-aware edge form unless ``--no-lowering``), converts
+it with the TensorFlow Lite converter, embeds the manifest (labels, preprocessing) in the file, validates
+the artifact on held-out real images against the float Keras model, reports which ops XNNPACK runs and
+which fall back, and writes ``<name>_<precision>.tflite`` plus ``<name>_<precision>.tflite.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import json
+import logging
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_threshold,
+                               check_output_dir, command_line, compare, load_images, now_iso, package_folder,
+                               tool_versions, validation_table, write_json_atomic)
+from edge.quiet import quiet_tensorflow
+from edge.runtime import TFLITE_METADATA_NAME, LiteRTRunner
+
+log = logging.getLogger(__name__)
+
+
+class IOType(str):
+    pass
+
+
+IO_TYPES = ("int8", "uint8", "float")
+
+
+# ----------------------------------------------------------------------------- conversion
+def convert_keras(model, precision: Precision, calibration: np.ndarray | None = None, io: str = "int8",
+                  progress: bool = True) -> bytes:
+    """TFLite flatbuffer bytes for a Keras model."""
+    quiet_tensorflow()
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if precision is Precision.FP16:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif precision is Precision.DYNAMIC:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision is Precision.INT8:
+        if calibration is None or not len(calibration):
+            raise ConversionError("int8 needs calibration images")
+
+        # the converter's native output is captured below; the bar writes to a duplicate of stderr
+        bar_stream = os.fdopen(os.dup(2), "w")
+
+        def representative():
+            for x in tqdm(calibration, desc="calibrate", unit="img", disable=not progress, leave=False,
+                          file=bar_stream):
+                yield [x[None].astype(np.float32)]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        dtype = {"int8": tf.int8, "uint8": tf.uint8, "float": tf.float32}[io]
+        conv.inference_input_type = dtype
+        conv.inference_output_type = dtype
+    from edge.quiet import captured_fds
+
+    with captured_fds(not log.isEnabledFor(logging.DEBUG)) as capture:
+        try:
+            return bytes(conv.convert())
+        except Exception as e:
+            detail = ""
+            if capture is not None:
+                capture.seek(0)
+                lines = [ln for ln in capture.read().decode(errors="replace").splitlines() if "error" in ln.lower()]
+                detail = lines[-1][:200] if lines else ""
+            raise ConversionError(f"TFLite conversion failed: {str(e).splitlines()[0][:200]} {detail}".strip()) from None
+
+
+def embed_metadata(flatbuffer: bytes, manifest: dict, labels: list[str]) -> bytes:
+    """Embed the manifest as flatbuffer metadata and append labels.txt + manifest.json as a zip.
+
+    The appended zip is the TFLite Support convention for associated files (an Android app opens the
+    model file with java.util.zip and reads labels.txt); interpreters ignore bytes after the flatbuffer.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    payload = json.dumps(manifest, sort_keys=True).encode()
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(payload, dtype=np.uint8)
+    model.buffers.append(buf)
+    md = schema.MetadataT()
+    md.name = TFLITE_METADATA_NAME
+    md.buffer = len(model.buffers) - 1
+    model.metadata = (model.metadata or []) + [md]
+    out = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    z = io.BytesIO()
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("labels.txt", "\n".join(labels) + "\n")
+        zf.writestr("manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+    return out + z.getvalue()
+
+
+# ----------------------------------------------------------------------------- reports
+def op_histogram(path: Path) -> dict[str, int]:
+    """Operator counts in the flatbuffer (before any delegate)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    counts: collections.Counter = collections.Counter()
+    for s in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(s)
+        for i in range(sg.OperatorsLength()):
+            oc = model.OperatorCodes(sg.Operators(i).OpcodeIndex())
+            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+            counts[names.get(code, str(code))] += 1
+    return dict(counts.most_common())
+
+
+def delegation_report(path: Path, threads: int = 1) -> dict:
+    """How XNNPACK partitions the model: delegate partitions and the ops left on LiteRT kernels.
+
+    The interpreter keeps the original nodes after a delegate replaces them; the execution plan is not
+    exposed to Python. A delegate node's inputs and outputs bound its partition, so walking back from
+    each partition's outputs to its inputs finds the nodes it covers; the rest fall back.
+    """
+    runner = LiteRTRunner(path, threads=threads)
+    ops = runner.interpreter._get_ops_details()
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    original = [o for o in ops if o["op_name"] != "DELEGATE"]
+    producer = {int(t): o["index"] for o in original for t in o["outputs"]}
+    covered: set[int] = set()
+    for d in delegates:
+        stop = {int(t) for t in d["inputs"]}
+        stack, seen = [int(t) for t in d["outputs"]], set()
+        while stack:
+            t = stack.pop()
+            if t in stop or t in seen or t not in producer:
+                continue
+            seen.add(t)
+            n = producer[t]
+            covered.add(n)
+            stack.extend(int(x) for x in ops[n]["inputs"] if x >= 0)
+    fallback = collections.Counter(o["op_name"] for o in original if o["index"] not in covered)
+    return {"delegate": "xnnpack", "partitions": len(delegates), "ops": len(original),
+            "delegated_ops": len(covered), "fallback_ops": sum(fallback.values()),
+            "fallback": dict(fallback.most_common())}
+
+
+# ----------------------------------------------------------------------------- the job
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m converters.tflite", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_arguments(p, [x.value for x in Precision])
+    p.add_argument("--io", choices=IO_TYPES, default="int8",
+                   help="int8 model input/output type; 'float' keeps quantize/dequantize inside the model")
+    return p
+
+
+def convert(args: argparse.Namespace) -> dict:
+    """Run one conversion; returns the manifest (also written beside the artifact)."""
+    quiet_tensorflow()
+    from edge.keras_model import build_keras_model, load_keras_weights
+    from edge.lowering import lowered_keras_weights
+    from edge.models import resolve_weights
+    from edge.torch_model import build_torch_model
+
+    precision = Precision(args.precision or "fp32")
+    threshold = agreement_threshold(args.fail_under_agreement)
+    out_dir = check_output_dir(args.output)
+    lowered = not args.no_lowering
+    stages = Stages(5)
+
+    with stages.stage("load weights"):
+        src = resolve_weights(args.weights)
+        cfg = src.config
+        pre = cfg.preprocessing
+        tm = build_torch_model(cfg)
+        if src.keras_weights is not None:
+            tm.load_keras_weights(src.keras_weights)
+        elif src.state_dict is not None:
+            tm.load_state_dict(src.state_dict)
+        weights = tm.keras_weights()
+        calib_dir = args.calibration or package_folder("calibration")
+        val_dir = args.validation or package_folder("samples")
+        validation = load_images(val_dir, pre, what="validation")
+        calibration = None
+        if precision is Precision.INT8:
+            calibration = load_images(calib_dir, pre, limit=args.num_calibration, what="calibration",
+                                      exclude={f.resolve() for f in validation.files})
+
+    name = args.name or (f"{cfg.name}_{'edge' if lowered else 'stock'}" if src.kind != "default"
+                         else f"nasnet_mobile_{'edge' if lowered else 'stock'}")
+    artifact = out_dir / f"{name}_{precision.value}.tflite"
+
+    with stages.stage(f"build Keras model ({'edge form' if lowered else 'stock graph'})"):
+        reference = build_keras_model(cfg, classifier_activation=None)
+        load_keras_weights(reference, weights)
+        model = reference
+        if lowered:
+            from edge.lowering import EDGE, EDGE_FLOAT
+
+            lowering = EDGE if precision is Precision.INT8 else EDGE_FLOAT
+            model = build_keras_model(cfg, classifier_activation=None, lowered=lowering)
+            load_keras_weights(model, lowered_keras_weights(weights, cfg))
+        ref_logits = np.asarray(reference.predict(validation.batch, verbose=0, batch_size=16))
+
+    with stages.stage(f"convert to {precision.value}" + (" (calibrating)" if calibration is not None else "")):
+        flat = convert_keras(model, precision, calibration.batch if calibration is not None else None, args.io)
+
+    embedded = {"format": "tflite", "model": cfg.name, "precision": precision.value, "lowered": lowered,
+                "labels": src.labels, "preprocessing": pre.to_dict(), "io": args.io if precision is Precision.INT8
+                else "float", "output": "logits (apply softmax for probabilities)"}
+    tmp = artifact.with_name("." + artifact.name + ".tmp")
+    try:
+        tmp.write_bytes(embed_metadata(flat, embedded, src.labels))
+        with stages.stage("validate on held-out images"):
+            runner = LiteRTRunner(tmp, threads=2)
+            logits = runner.predict(validation.batch)
+            val = compare(ref_logits, logits)
+        with stages.stage("delegation report"):
+            delegation = delegation_report(tmp)
+            histogram = op_histogram(tmp)
+        os.replace(tmp, artifact)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+    from edge.weights import sha256
+
+    manifest = {
+        **embedded,
+        "artifact": artifact.name, "created": now_iso(), "command": command_line(),
+        "source": src.describe(), "config": cfg.to_dict(),
+        "calibration": calibration.describe(args.calibration) if calibration is not None else None,
+        "validation": {"reference": "Keras float32 model (reference network, not lowered)", **val,
+                       "images_folder": str(args.validation) if args.validation else "package samples",
+                       "unreadable_skipped": len(validation.skipped)},
+        "delegation": delegation, "op_histogram": histogram,
+        "size_bytes": artifact.stat().st_size, "sha256": sha256(artifact),
+        "tools": tool_versions("tensorflow-cpu", "ai-edge-litert", "keras", "torch", "numpy"),
+        "stage_seconds": stages.timings,
+    }
+    if threshold is not None:
+        manifest["validation"]["fail_under_agreement"] = threshold
+        manifest["validation"]["passed"] = val["top1_agreement"] >= threshold
+    write_json_atomic(artifact.with_name(artifact.name + ".json"), manifest)
+
+    print()
+    print(validation_table([(artifact.name, val)]))
+    print(f"\nXNNPACK: {delegation['partitions']} partition(s), {delegation['delegated_ops']}/{delegation['ops']} ops "
+          f"delegated, {delegation['fallback_ops']} on LiteRT kernels"
+          + (f" ({', '.join(f'{k} x{v}' for k, v in delegation['fallback'].items())})" if delegation['fallback'] else ""))
+    print(f"wrote {artifact} ({artifact.stat().st_size / 1e6:.1f} MB) and {artifact.name}.json")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edge.cli import run_cli
+
+    args = build_parser().parse_args(argv)
+
+    def go() -> int:
+        manifest = convert(args)
+        v = manifest["validation"]
+        if v.get("passed") is False:
+            print(f"error: top-1 agreement {100 * v['top1_agreement']:.1f}% is below "
+                  f"--fail-under-agreement {100 * v['fail_under_agreement']:.1f}%", file=sys.stderr)
+            return 1
+        return 0
+
+    return run_cli(go, verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""NASNet-aware lowering: the "edge form" of the network, the same function made of fast-kernel ops.
+
+Profiled on the stock int8 LiteRT graph of NASNet-Mobile (``docs/lowering.md``): XNNPACK leaves these on
+LiteRT's slow kernels, cutting the graph into 37 partitions:
+- every AVERAGE_POOL_2D (40): the delegate has no int8 average pooling, and in fp32 it rejects the 1x1
+  stride-2 "pools" of the factorized reduction;
+- every standalone RELU (48) in int8;
+- every 6-input CONCATENATION (12, the normal-cell outputs), in fp32 too.
+
+The edge form computes the same float function with
+- average pools as depthwise convolutions with constant 1/k^2 weights, times a constant per-position
+  map ``k*k / count`` where 'same' pooling excludes padding (exact; the map is 1 inside);
+- the factorized reduction (two strided 1x1 convs over offset subsamples, then concat) as ONE 2x2
+  stride-2 convolution whose kernel holds path 1 at tap (0, 0) and path 2 at tap (1, 1): no pools,
+  no pad/crop, no concat;
+- standalone ReLUs as 1x1 depthwise convolutions with unit weights and a fused ReLU (int8 only needs
+  this; the op costs H*W*C multiply-adds);
+- 6-input concatenations as two 3-input ones joined by a 2-input one;
+- stride-2 convolutions with 'same' padding instead of an explicit PAD (Keras' correct_pad equals TF
+  'SAME' for stride 2).
+
+Weights are unchanged except the factorized reduction, whose two kernels are packed by
+:func:`lowered_keras_weights`; constant layers carry their values from construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.config import NASNetConfig
+from edge.weights import KerasWeights
+
+FUSED_SUFFIX = "_fused"
+MAX_CONCAT_INPUTS = 5  # XNNPACK's largest concatenate node (xnn_define_concatenate5)
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """Which rewrites the edge form applies (all exact in float). ``None`` means the reference network."""
+
+    avgpool_as_dwconv: bool = True
+    fuse_factorized: bool = True
+    relu_as_dwconv: bool = True
+    split_concat: bool = True
+    same_padding: bool = True
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+EDGE = Lowering()
+EDGE_FLOAT = Lowering(relu_as_dwconv=False)  # float kernels delegate RELU; keep it one cheap op
+
+
+def split_for_concat(items: list, limit: int = MAX_CONCAT_INPUTS) -> list[list]:
+    """Groups of at most ``limit`` (balanced) whose nested concatenation is the flat one."""
+    if len(items) <= limit:
+        return [items]
+    n_groups = -(-len(items) // limit)
+    size = -(-len(items) // n_groups)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def factorized_names(config: NASNetConfig) -> list[tuple[str, str, str]]:
+    """(conv_1 name, conv_2 name, fused name) of every factorized reduction in the network."""
+    from edge.torch_model import adjust_kind
+
+    out = []
+    for spec in config.cells():
+        if adjust_kind(spec) == "factorized":
+            b = spec.block_id
+            out.append((f"adjust_conv_1_{b}", f"adjust_conv_2_{b}", f"adjust_conv_{b}{FUSED_SUFFIX}"))
+        g = spec.genotype
+        for i, op in enumerate(g.ops):
+            if op.value == "identity" and g.stride(i) > 1:
+                n = f"{g.keras_names[i]}_{spec.block_id}"
+                out.append((f"{n}_conv_1", f"{n}_conv_2", f"{n}_conv{FUSED_SUFFIX}"))
+    return out
+
+
+def pack_factorized(k1: np.ndarray, k2: np.ndarray) -> np.ndarray:
+    """Two 1x1 Keras kernels (1,1,C,F1), (1,1,C,F2) -> one 2x2 kernel (2,2,C,F1+F2).
+
+    Path 1 reads p[2i, 2j] (tap (0,0)); path 2 reads p[2i+1, 2j+1] (tap (1,1)), zero past the border,
+    which is what a 'same' 2x2 stride-2 convolution pads (bottom/right only).
+    """
+    c, f1, f2 = k1.shape[2], k1.shape[3], k2.shape[3]
+    fused = np.zeros((2, 2, c, f1 + f2), dtype=np.float32)
+    fused[0, 0, :, :f1] = k1[0, 0]
+    fused[1, 1, :, f1:] = k2[0, 0]
+    return fused
+
+
+def lowered_keras_weights(weights: KerasWeights, config: NASNetConfig) -> KerasWeights:
+    """The Keras-layout weights of the edge form, from those of the reference network."""
+    out = dict(weights)
+    for n1, n2, fused in factorized_names(config):
+        if n1 in out:
+            out[fused] = [pack_factorized(out.pop(n1)[0], out.pop(n2)[0])]
+    return out
+
+
+def reference_keras_weights(weights: KerasWeights, config: NASNetConfig) -> KerasWeights:
+    """Inverse of :func:`lowered_keras_weights`."""
+    out = dict(weights)
+    for n1, n2, fused in factorized_names(config):
+        if fused in out:
+            k = out.pop(fused)[0]
+            f1 = k.shape[3] // 2  # FactorizedReduce: conv_1 has filters // 2 outputs
+            out[n1] = [k[0:1, 0:1, :, :f1].copy()]
+            out[n2] = [k[1:2, 1:2, :, f1:].copy()]
+    return out
+
+
+def avg_correction(h: int, w: int, k: int, stride: int, pad: tuple[int, int, int, int]) -> np.ndarray:
+    """k*k / (number of real pixels under each window) for zero padding ``pad`` = (l, r, t, b)."""
+    ones = np.pad(np.ones((h, w), np.float64), ((pad[2], pad[3]), (pad[0], pad[1])))
+    oh = (ones.shape[0] - k) // stride + 1
+    ow = (ones.shape[1] - k) // stride + 1
+    count = np.zeros((oh, ow))
+    for dy in range(k):
+        for dx in range(k):
+            count += ones[dy:dy + stride * oh:stride, dx:dx + stride * ow:stride]
+    return (k * k / count).astype(np.float32)

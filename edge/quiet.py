@@ -1,0 +1,61 @@
+"""Keep third-party import noise (torchao's optional CUDA kernels, TF's banner) off the user's terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+
+
+@contextlib.contextmanager
+def quiet_executorch_import():
+    """ExecuTorch imports torchao, which logs every optional CUDA library it cannot load on a CPU box."""
+    loggers = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree", "root")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            for lg, lv in zip(loggers, levels):
+                lg.setLevel(lv)
+
+
+def quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def captured_fds(enabled: bool = True):
+    """Send C-level stdout/stderr (TF converter dumps, MLIR notes) to a temp file for the duration.
+
+    Python-level progress bars keep working only if written before/after; use for opaque native calls.
+    Yields the path of the capture so callers can show it on failure.
+    """
+    import sys
+    import tempfile
+
+    if not enabled:
+        yield None
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(tmp.fileno(), 1)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield tmp
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])

@@ -1,0 +1,282 @@
+"""Runtimes behind one interface: LiteRT (``.tflite``), ExecuTorch (``.pte``), PyTorch and Keras weights.
+
+Every runner takes a float NHWC batch made by :func:`edge.preprocessing.preprocess_batch` and returns
+float32 logits ``(N, classes)``; quantized inputs and outputs are (de)quantized here from the model's
+own tensor parameters. ``open_model`` picks the runner from the file and reads labels and preprocessing
+from the manifest beside the artifact (or the metadata embedded in a ``.tflite``).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.config import Preprocessing
+from edge.labels import Prediction, softmax, top_k
+from edge.preprocessing import ImageLike, preprocess
+
+log = logging.getLogger(__name__)
+
+TFLITE_METADATA_NAME = "nasnet_edge_manifest"
+
+
+class RuntimeKind(str, enum.Enum):
+    LITERT = "litert"
+    EXECUTORCH = "executorch"
+    TORCH = "torch"
+    KERAS = "keras"
+
+
+class Delegate(str, enum.Enum):
+    XNNPACK = "xnnpack"
+    NONE = "none"  # LiteRT built-in (reference-style) kernels, no delegate
+    GPU = "gpu"
+
+
+class ModelError(ValueError):
+    """A model file that cannot be opened; the message says why and what to do."""
+
+
+@dataclass
+class ModelInfo:
+    labels: list[str]
+    preprocessing: Preprocessing
+    manifest: dict = field(default_factory=dict)
+
+
+def manifest_path(artifact: str | os.PathLike) -> Path:
+    p = Path(artifact)
+    return p.with_name(p.name + ".json")
+
+
+def read_artifact_info(path: Path) -> ModelInfo:
+    """Labels and preprocessing from the manifest beside the artifact, else from embedded metadata."""
+    mp = manifest_path(path)
+    manifest: dict = {}
+    if mp.is_file():
+        manifest = json.loads(mp.read_text())
+    elif path.suffix == ".tflite":
+        manifest = read_tflite_embedded_manifest(path) or {}
+    labels = manifest.get("labels")
+    pre = Preprocessing.from_dict(manifest["preprocessing"]) if "preprocessing" in manifest else Preprocessing()
+    return ModelInfo(list(labels) if labels else [], pre, manifest)
+
+
+def read_tflite_embedded_manifest(path: Path) -> dict | None:
+    """The JSON this toolkit embeds as flatbuffer metadata (plus labels.txt in the appended zip)."""
+    data = path.read_bytes()
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # tflite-runtime fallback devices: no schema module
+        schema = None
+    if schema is not None:
+        model = schema.Model.GetRootAsModel(data, 0)
+        for i in range(model.MetadataLength()):
+            md = model.Metadata(i)
+            if md.Name().decode() == TFLITE_METADATA_NAME:
+                buf = model.Buffers(md.Buffer())
+                raw = buf.DataAsNumpy()
+                if isinstance(raw, np.ndarray):
+                    return json.loads(raw.tobytes().decode())
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read("manifest.json"))
+    except (zipfile.BadZipFile, KeyError):
+        return None
+
+
+class Runner:
+    """Common interface of every runtime wrapper."""
+
+    kind: RuntimeKind
+    path: Path | None
+    info: ModelInfo
+
+    def predict(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @property
+    def labels(self) -> list[str]:
+        return self.info.labels
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.info.preprocessing
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        return softmax(self.predict(x))
+
+    def classify(self, image: ImageLike, k: int = 5, *, bgr: bool = True) -> list[Prediction]:
+        x = preprocess(image, self.preprocessing, bgr=bgr)[None]
+        return top_k(self.probabilities(x)[0], self.labels, k)
+
+    def describe(self) -> dict:
+        return {"runtime": self.kind.value, "path": str(self.path) if self.path else None}
+
+
+class LiteRTRunner(Runner):
+    kind = RuntimeKind.LITERT
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1, delegate: Delegate | str = Delegate.XNNPACK):
+        self.path = Path(path)
+        self.threads = threads
+        self.delegate = Delegate(delegate)
+        if self.delegate is Delegate.GPU:
+            raise ModelError("the LiteRT GPU delegate is not available in the desktop Python runtime here; "
+                             "use --delegate xnnpack or none (GPU runs: benchmarks on a device)")
+        Interpreter, OpResolverType = _litert()
+        resolver = (OpResolverType.AUTO if self.delegate is Delegate.XNNPACK
+                    else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        try:
+            self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads,
+                                           experimental_op_resolver_type=resolver)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"{self.path}: LiteRT cannot load it ({str(e).splitlines()[0][:120]}); "
+                             "is it a complete .tflite file?") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.info = read_artifact_info(self.path)
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        dt = self.input["dtype"]
+        if dt == np.float32:
+            return x.astype(np.float32)
+        scale, zp = self.input["quantization"]
+        info = np.iinfo(dt)
+        return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dt)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        outs = []
+        for sample in np.asarray(x, dtype=np.float32):
+            self.interpreter.set_tensor(self.input["index"], self._quantize(sample[None]))
+            self.interpreter.invoke()
+            y = self.interpreter.get_tensor(self.output["index"])
+            if y.dtype != np.float32:
+                scale, zp = self.output["quantization"]
+                y = (y.astype(np.float32) - zp) * scale
+            outs.append(y.reshape(-1))
+        return np.stack(outs)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "delegate": self.delegate.value, "threads": self.threads,
+                "input_dtype": np.dtype(self.input["dtype"]).name}
+
+
+def _litert():
+    """LiteRT's Interpreter: ai-edge-litert, else tflite-runtime (frozen at 2.14, boards that have it)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter, OpResolverType  # type: ignore
+        except ImportError:
+            raise ModelError("no LiteRT runtime: pip install ai-edge-litert (or tflite-runtime on boards)") from None
+    return Interpreter, OpResolverType
+
+
+class ExecuTorchRunner(Runner):
+    kind = RuntimeKind.EXECUTORCH
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1):
+        self.path = Path(path)
+        self.threads = threads
+        import torch
+
+        from edge.quiet import quiet_executorch_import
+
+        with quiet_executorch_import():
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime
+        # ExecuTorch's XNNPACK thread pool ignores torch.set_num_threads: size it explicitly.
+        if portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(threads)
+        try:
+            program = Runtime.get().load_program(self.path)
+            self.method = program.load_method("forward")
+        except Exception as e:  # the pybindings raise RuntimeError/ValueError with C++ status text
+            raise ModelError(f"{self.path}: ExecuTorch cannot load it ({str(e).splitlines()[0][:120]}); "
+                             "is it a complete .pte file made for this ExecuTorch version?") from None
+        if self.method is None:
+            raise ModelError(f"{self.path}: program has no 'forward' method")
+        self._torch = torch
+        self.info = read_artifact_info(self.path)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        outs = []
+        for sample in np.asarray(x, dtype=np.float32):
+            t = torch.from_numpy(np.ascontiguousarray(sample.transpose(2, 0, 1)[None]))
+            outs.append(self.method.execute((t,))[0].numpy().reshape(-1))
+        return np.stack(outs)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "delegate": "xnnpack", "threads": self.threads}
+
+
+class TorchRunner(Runner):
+    kind = RuntimeKind.TORCH
+
+    def __init__(self, weights: str | os.PathLike = "default", threads: int = 0, model=None, source=None):
+        import torch
+
+        from edge.models import load_torch_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.threads = threads
+        if model is None:
+            model, source = load_torch_model(weights)
+        self.model, self.source = model.eval(), source
+        self.path = source.path if source is not None else None
+        self.info = ModelInfo(source.labels if source else [], model.config.preprocessing,
+                              {"source": source.describe()} if source else {})
+        self._torch = torch
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
+
+
+class KerasRunner(Runner):
+    kind = RuntimeKind.KERAS
+
+    def __init__(self, weights: str | os.PathLike = "default", model=None, source=None):
+        from edge.keras_model import load_keras_model
+
+        if model is None:
+            model, source = load_keras_model(weights, classifier_activation=None)
+        self.model, self.source = model, source
+        self.path = source.path if source is not None else None
+        self.info = ModelInfo(source.labels if source else [], source.config.preprocessing if source else
+                              Preprocessing(), {})
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(np.asarray(x, np.float32), verbose=0, batch_size=16))
+
+
+def open_model(model: str | os.PathLike, *, threads: int = 1, delegate: Delegate | str = Delegate.XNNPACK,
+               runtime: RuntimeKind | str | None = None) -> Runner:
+    """A runner for ``model``: a ``.tflite``, a ``.pte``, weights (``.pt``/``.h5``), or 'default'."""
+    spec = str(model)
+    if runtime is not None and RuntimeKind(runtime) is RuntimeKind.KERAS:
+        return KerasRunner(spec)
+    if spec in ("default", "imagenet") or spec.endswith((".pt", ".pth", ".h5")):
+        return TorchRunner(spec, threads=threads)
+    path = Path(spec)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    if path.suffix == ".tflite":
+        return LiteRTRunner(path, threads=threads, delegate=delegate)
+    if path.suffix == ".pte":
+        return ExecuTorchRunner(path, threads=threads)
+    raise ModelError(f"{path}: unsupported model type '{path.suffix}' (expected .tflite, .pte, .pt or .h5)")
