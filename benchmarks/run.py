@@ -220,17 +220,21 @@ def markdown(result: dict) -> str:
     lines = [f"# Benchmark: {result['name']}", "",
              f"{env['cpu']}, {env['cores']} cores, {env['os']}; {result['created']}",
              f"Command: `{result['command']}`", "",
-             "| model | runtime | delegate | threads | median ms | p90 | p99 | min | load ms | partitions | fallback ops | size MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| device | model | runtime | delegate | threads | median ms | p90 | p99 | min | load ms | partitions | fallback ops | size MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["results"]:
         size = f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") else ""
+        dev = r.get("device", "local")
         if r["status"] != "ok":
-            lines.append(f"| {r['name']} | {r['runtime']} | {r['delegate']} | {r['threads']} | {r['status']}: "
+            lines.append(f"| {dev} | {r['name']} | {r['runtime']} | {r['delegate']} | {r['threads']} | {r['status']}: "
                          f"{r.get('reason', '')} | | | | | | | {size} |")
             continue
         l = r["latency_ms"]
-        lines.append(f"| {r['name']} | {r['runtime']} | {r['delegate']} | {r['threads']} | {l['median']:.2f} | "
-                     f"{l['p90']:.2f} | {l['p99']:.2f} | {l['min']:.2f} | {r['load_ms']:.0f} | "
+
+        def f(k):
+            return f"{l[k]:.2f}" if k in l else ""
+        lines.append(f"| {dev} | {r['name']} | {r['runtime']} | {r['delegate']} | {r['threads']} | {f('median')} | "
+                     f"{f('p90')} | {f('p99')} | {f('min')} | {r.get('load_ms', 0):.0f} | "
                      f"{r.get('partitions') if r.get('partitions') is not None else ''} | "
                      f"{r.get('fallback_ops') if r.get('fallback_ops') is not None else ''} | {size} |")
     if result.get("ratios"):
@@ -251,7 +255,7 @@ def plot(result: dict, path: Path) -> None:
     if not ok:
         return
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(ok) + 1.5))
-    labels = [f"{r['name']} {r['runtime']}/{r['delegate']}/{r['threads']}t" for r in ok]
+    labels = [f"{r['name']} {r['runtime']}/{r['delegate']}/{r['threads']}t @{r.get('device', 'local')}" for r in ok]
     ax.boxplot([r["times_ms"] for r in ok], vert=False, showfliers=False)
     ax.set_yticks(range(1, len(ok) + 1), labels, fontsize=8)
     ax.set_xlabel("latency per image (ms)")
@@ -267,10 +271,10 @@ def ratios(records: list[dict], baseline: str | None) -> list[dict]:
     if not ok:
         return []
     out = []
-    by_threads: dict[int, list[dict]] = {}
+    by_threads: dict[tuple, list[dict]] = {}
     for r in ok:
-        by_threads.setdefault(r["threads"], []).append(r)
-    for threads, group in sorted(by_threads.items()):
+        by_threads.setdefault((r.get("device", "local"), r["threads"]), []).append(r)
+    for (_, threads), group in sorted(by_threads.items()):
         base = next((r for r in group if baseline and baseline in r["name"]), group[0])
         for r in group:
             if r is base:
@@ -283,7 +287,9 @@ def ratios(records: list[dict], baseline: str | None) -> list[dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("models", nargs="+", help=".tflite, .pte, .pt/.h5 weights, or 'default'")
+    p.add_argument("models", nargs="*", help=".tflite, .pte, .pt/.h5 weights, or 'default'")
+    p.add_argument("--cells", type=Path, action="append", default=[],
+                   help="a converter's cells/ folder: per-cell latency table and chart (repeatable)")
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     p.add_argument("--delegate", default="xnnpack", help="comma-separated: xnnpack, none, gpu")
     p.add_argument("--runtime", default=None, choices=["litert", "executorch", "torch"],
@@ -296,6 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", default=None, help="input image (default: a shipped sample)")
     p.add_argument("--name", default="local", help="name of this benchmark in the results")
     p.add_argument("--output", type=Path, default=None, help="folder for results.json, results.md, latency.png")
+    p.add_argument("--device", action="append", default=[],
+                   help="where to run: local (default), ssh://user@host[:port], adb or adb:SERIAL (repeatable; "
+                        "all land in one result file)")
+    p.add_argument("--ssh-key", default=None, help="private key for ssh:// devices")
+    p.add_argument("--known-hosts", default=None, help="known_hosts file for ssh:// devices")
+    p.add_argument("--remote-python", default="python3", help="Python on the board (ssh://)")
+    p.add_argument("--litert-benchmark", default=None, help="Android LiteRT benchmark_model binary to push (adb)")
+    p.add_argument("--executorch-runner", default=None, help="Android ExecuTorch executor_runner binary (adb)")
+    p.add_argument("--adb", default="adb", help="adb executable")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -324,11 +339,36 @@ def benchmark(args: argparse.Namespace) -> dict:
                     continue
                 cases.append(Case(m, rt, d, t))
     image = args.image or list_images(sample_images_dir())[0]
-    run_cases(cases, image, args.warmup, args.runs, args.rounds, args.min_time, progress=not args.quiet)
-    records = [case_record(c) for c in cases]
+    devices = args.device or ["local"]
+    for d in devices:
+        if not (d == "local" or d.startswith("ssh://") or d == "adb" or d.startswith("adb:")):
+            raise ValueError(f"unknown device '{d}': use local, ssh://user@host[:port] or adb[:SERIAL]")
+    records: list[dict] = []
+    device_envs: dict[str, dict] = {}
+    for d in devices:  # one after the other, into one result file
+        if d == "local":
+            run_cases(cases, image, args.warmup, args.runs, args.rounds, args.min_time, progress=not args.quiet)
+            recs = [case_record(c) for c in cases]
+            device_envs[d] = environment()
+        elif d.startswith("ssh://"):
+            from benchmarks.devices import run_ssh
+
+            out = run_ssh(d, args.models, threads, delegates, args.runs, args.rounds, args.warmup, args.ssh_key,
+                          args.remote_python, args.known_hosts)
+            recs, device_envs[d] = out["results"], out["environment"]
+        else:
+            from benchmarks.devices import run_adb
+
+            out = run_adb(d, args.models, threads, delegates, args.runs, args.warmup, args.litert_benchmark,
+                          args.executorch_runner, args.adb)
+            recs, device_envs[d] = out["results"], out["environment"]
+        for r in recs:
+            r["device"] = d
+        records += recs
     result = {"schema": SCHEMA, "name": args.name, "created": now_iso(), "command": command_line(),
-              "environment": environment(), "settings": {"warmup": args.warmup, "runs": args.runs,
-                                                          "rounds": args.rounds, "input": str(Path(image).name)},
+              "environment": device_envs.get("local") or environment(), "devices": device_envs,
+              "settings": {"warmup": args.warmup, "runs": args.runs, "rounds": args.rounds,
+                           "input": str(Path(image).name)},
               "results": records, "ratios": ratios(records, args.baseline)}
     return result
 
@@ -339,6 +379,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def go() -> int:
+        if not args.models and not args.cells:
+            raise ValueError("give models to time, or --cells DIR")
+        if args.cells:
+            from benchmarks.cells import benchmark_cells, cells_markdown, cells_plot
+
+            results = [benchmark_cells(d, int(str(args.threads).split(",")[0]), args.runs, args.rounds)
+                       for d in args.cells]
+            for r in results:
+                print(cells_markdown(r))
+            if args.output:
+                from converters.common import write_json_atomic
+
+                args.output.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(args.output / "cells.json", {"results": results})
+                (args.output / "cells.md").write_text("\n".join(cells_markdown(r) for r in results))
+                cells_plot(results, args.output / "cells.png")
+            if not args.models:
+                return 0
         result = benchmark(args)
         print(markdown(result))
         if args.output:

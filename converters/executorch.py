@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import logging
 import os
 import sys
@@ -58,10 +59,6 @@ def partitioner_for(backend: str):
     raise ConversionError(f"unknown backend '{backend}'")
 
 
-class _Float16(object):
-    pass
-
-
 def _half_wrapper(model):
     import torch
 
@@ -78,6 +75,51 @@ def _half_wrapper(model):
     return Half(model).eval()
 
 
+def nasnet_xnnpack_quantizer():
+    """ExecuTorch's XNNPACKQuantizer, plus shared quantization for pads.
+
+    Upstream cause of "Failed to create StaticConstantPad node ... xnn_status_invalid_parameter" (ExecuTorch
+    1.5.1): ``xnnpack_quantizer_utils._is_share_obs_or_fq_op`` does not list ``aten.pad`` /
+    ``aten.constant_pad_nd``, so a pad is left unannotated and its output takes the observer of the op
+    after it (a conv input), with another scale and zero point than the pad's input. The partitioner
+    still lowers the pad as a quantized XNNPACK static-constant-pad, and ``xnn_define_static_constant_pad``
+    rejects input/output quantization that differ. A pad only copies values (zero is representable), so
+    its output must share its input's quantization: we annotate it so, as upstream does for max_pool2d.
+    """
+    import torch
+
+    with quiet_executorch_import():
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                             get_symmetric_quantization_config)
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import propagate_annotation
+        from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    pad_ops = {torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default}
+    key = "quantization_annotation"
+
+    class NASNetXNNPACKQuantizer(XNNPACKQuantizer):
+        def annotate(self, model):
+            model = super().annotate(model)
+            for n in model.graph.nodes:
+                if n.op != "call_function" or n.target not in pad_ops:
+                    continue
+                prev = n.args[0]
+                ann = getattr(prev, "meta", {}).get(key)
+                if ann is None or ann.output_qspec is None:
+                    continue
+                shared = SharedQuantizationSpec(prev)
+                n.meta[key] = QuantizationAnnotation(input_qspec_map={prev: shared}, output_qspec=shared,
+                                                     _annotated=True)
+            # Upstream propagated shared specs before the pads had any, so a max_pool2d fed by a pad was left
+            # unannotated too (XNNPACK's max pooling also requires equal input/output quantization).
+            propagate_annotation(model)
+            return model
+
+    quantizer = NASNetXNNPACKQuantizer()
+    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
+    return quantizer
+
+
 def export_program(model, example, precision: Precision, calibration: np.ndarray | None, backend: str,
                    progress: bool = True):
     """(ExecuTorch program manager, edge program) for ``model``."""
@@ -92,19 +134,53 @@ def export_program(model, example, precision: Precision, calibration: np.ndarray
     ep = torch.export.export(model, (example,), strict=False)
     if precision is Precision.INT8:
         with quiet_executorch_import():
-            from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                                 get_symmetric_quantization_config)
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        quantizer = XNNPACKQuantizer()
-        quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
+        quantizer = nasnet_xnnpack_quantizer()
         prepared = prepare_pt2e(ep.module(), quantizer)
         with torch.no_grad():
             for x in tqdm(calibration, desc="calibrate", unit="img", disable=not progress, leave=False):
                 prepared(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])))
         quantized = convert_pt2e(prepared)
         ep = torch.export.export(quantized, (example,), strict=False)
-    edge = to_edge_transform_and_lower(ep, partitioner=[partitioner_for(backend)])
+    with why_not_partitioned() as reasons:
+        edge = to_edge_transform_and_lower(ep, partitioner=[partitioner_for(backend)])
+    edge._nasnet_why = reasons  # the partitioner's own reasons, for the delegation report
     return edge
+
+
+class _WhyHandler(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.reasons: collections.Counter = collections.Counter()
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if "WhyNoPartition" in msg and "because" in msg:
+            node = msg.split("Node ", 1)[1].split(" ", 1)[0]
+            op = node.rstrip("0123456789_") or node
+            self.reasons[f"{op}: {msg.split('because', 1)[1].strip().rstrip('.')}"] += 1
+
+
+@contextlib.contextmanager
+def why_not_partitioned():
+    """Collect the XNNPACK partitioner's WhyNoPartition debug messages (op: reason -> count)."""
+    handler = _WhyHandler()
+    loggers = [logging.getLogger(n) for n in ("executorch.backends.xnnpack.partition.config.generic_node_configs",
+                                               "executorch.backends.xnnpack.partition.config.gemm_configs",
+                                               "executorch.backends.xnnpack.partition.config.node_configs",
+                                               "executorch.backends.xnnpack.partition.config.xnnpack_config")]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
+        lg.propagate = False
+    try:
+        yield handler.reasons
+    finally:
+        for lg, (level, prop) in zip(loggers, saved):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = prop
 
 
 def delegation_report(edge) -> dict:
@@ -120,7 +196,9 @@ def delegation_report(edge) -> dict:
             delegates += 1
         elif name != "getitem":
             outside[name.replace(".default", "")] += 1
-    return {"partitions": delegates, "outside_ops": sum(outside.values()), "outside": dict(outside.most_common())}
+    why = getattr(edge, "_nasnet_why", None) or {}
+    return {"partitions": delegates, "outside_ops": sum(outside.values()), "outside": dict(outside.most_common()),
+            "why_not_delegated": dict(why.most_common(20)) if outside else {}}
 
 
 def build_parser() -> argparse.ArgumentParser:

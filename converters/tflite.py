@@ -40,8 +40,8 @@ IO_TYPES = ("int8", "uint8", "float")
 
 
 # ----------------------------------------------------------------------------- conversion
-def convert_keras(model, precision: Precision, calibration: np.ndarray | None = None, io: str = "int8",
-                  progress: bool = True) -> bytes:
+def convert_keras(model, precision: Precision, calibration=None, io: str = "int8",
+                  progress: bool = True, multi_input: bool = False) -> bytes:
     """TFLite flatbuffer bytes for a Keras model."""
     quiet_tensorflow()
     import tensorflow as tf
@@ -63,7 +63,7 @@ def convert_keras(model, precision: Precision, calibration: np.ndarray | None = 
         def representative():
             for x in tqdm(calibration, desc="calibrate", unit="img", disable=not progress, leave=False,
                           file=bar_stream):
-                yield [x[None].astype(np.float32)]
+                yield x if multi_input else [x[None].astype(np.float32)]
 
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative
@@ -158,6 +158,53 @@ def delegation_report(path: Path, threads: int = 1) -> dict:
             "fallback": dict(fallback.most_common())}
 
 
+# ----------------------------------------------------------------------------- per-cell export
+def export_cells(cfg, weights, lowering, precision: Precision, calibration: np.ndarray | None, io: str,
+                 out_dir: Path, whole_model) -> dict:
+    """Every part (stem, cells, head) as its own ``.tflite`` with its real input shapes.
+
+    int8 parts are calibrated on the activations the whole float network produces at that point for
+    the same calibration images, so each part gets the quantization statistics it has inside the
+    network. Writes ``cells/cells.json`` listing the parts in order with shapes, MACs and files.
+    """
+    import keras
+    from tqdm import tqdm
+
+    from edge.keras_model import build_keras_parts, load_keras_weights, part_inputs
+    from edge.profile import part_macs
+
+    cell_dir = out_dir / "cells"
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    parts = build_keras_parts(cfg, lowering)
+    names = ["stem_bn1"] + [f"{s.kind.value}_concat_{s.block_id}" for s in cfg.cells()]
+    feeds_per_image = None
+    if calibration is not None:
+        tap = keras.Model(whole_model.input, [whole_model.get_layer(n).output for n in names])
+        acts = [np.asarray(a) for a in tap.predict(calibration, verbose=0, batch_size=16)]
+        feeds_per_image = [part_inputs(cfg, [a[i] for a in acts], calibration[i]) for i in range(len(calibration))]
+    macs = {m["name"]: m for m in part_macs(cfg)}
+    listing = []
+    for k, (name, model) in enumerate(tqdm(parts, desc="cells", unit="part")):
+        load_keras_weights(model, weights, strict=True)
+        calib = None
+        if feeds_per_image is not None:
+            calib = [[f[k][j][None].astype(np.float32) for j in range(len(f[k]))] for f in feeds_per_image]
+        flat = convert_keras(model, precision, calib, io, progress=False, multi_input=True)
+        path = cell_dir / f"{k:02d}_{name}_{precision.value}.tflite"
+        tmp = path.with_name("." + path.name + ".tmp")
+        tmp.write_bytes(flat)
+        os.replace(tmp, path)
+        listing.append({"index": k, "name": name, "file": path.name,
+                        "inputs": [list(t.shape[1:]) for t in model.inputs],
+                        "output": list(model.outputs[0].shape[1:]), "macs": macs[name]["macs"],
+                        "params": macs[name]["params"], "size_bytes": path.stat().st_size,
+                        "delegation": delegation_report(path)})
+    manifest = {"model": cfg.name, "precision": precision.value, "lowered": lowering is not None,
+                "parts": listing, "total_macs": sum(p["macs"] for p in listing)}
+    write_json_atomic(cell_dir / "cells.json", manifest)
+    return manifest
+
+
 # ----------------------------------------------------------------------------- the job
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m converters.tflite", description=__doc__.split("\n\n")[0],
@@ -180,7 +227,7 @@ def convert(args: argparse.Namespace) -> dict:
     threshold = agreement_threshold(args.fail_under_agreement)
     out_dir = check_output_dir(args.output)
     lowered = not args.no_lowering
-    stages = Stages(5)
+    stages = Stages(6 if args.cells else 5)
 
     with stages.stage("load weights"):
         src = resolve_weights(args.weights)
@@ -208,12 +255,14 @@ def convert(args: argparse.Namespace) -> dict:
         reference = build_keras_model(cfg, classifier_activation=None)
         load_keras_weights(reference, weights)
         model = reference
+        lowering, model_weights = None, weights
         if lowered:
             from edge.lowering import EDGE, EDGE_FLOAT
 
             lowering = EDGE if precision is Precision.INT8 else EDGE_FLOAT
+            model_weights = lowered_keras_weights(weights, cfg)
             model = build_keras_model(cfg, classifier_activation=None, lowered=lowering)
-            load_keras_weights(model, lowered_keras_weights(weights, cfg))
+            load_keras_weights(model, model_weights)
         ref_logits = np.asarray(reference.predict(validation.batch, verbose=0, batch_size=16))
 
     with stages.stage(f"convert to {precision.value}" + (" (calibrating)" if calibration is not None else "")):
@@ -255,6 +304,11 @@ def convert(args: argparse.Namespace) -> dict:
     if threshold is not None:
         manifest["validation"]["fail_under_agreement"] = threshold
         manifest["validation"]["passed"] = val["top1_agreement"] >= threshold
+    if args.cells:
+        with stages.stage("per-cell export"):
+            cells = export_cells(cfg, model_weights, lowering, precision,
+                                 calibration.batch if calibration is not None else None, args.io, out_dir, model)
+        manifest["cells"] = {"folder": "cells", "manifest": "cells/cells.json", "count": len(cells["parts"])}
     write_json_atomic(artifact.with_name(artifact.name + ".json"), manifest)
 
     print()

@@ -15,7 +15,7 @@ import numpy as np
 
 from edge.config import BN_EPSILON, BN_MOMENTUM_KERAS, CellSpec, NASNetConfig, Pooling, same_pad
 from edge.genotypes import Combine, Op
-from edge.lowering import Lowering, avg_correction, split_for_concat
+from edge.lowering import Lowering, avg_correction, is_twin_pool_block, split_for_concat
 from edge.torch_model import adjust_kind
 from edge.weights import KerasWeights
 
@@ -60,15 +60,22 @@ def _bn(x, name):
     return _layers().BatchNormalization(axis=-1, momentum=BN_MOMENTUM_KERAS, epsilon=BN_EPSILON, name=name)(x)
 
 
+_RELU_CACHE: dict = {}
+
+
 def _relu(x, name=None):
+    """ReLU of a tensor that other ops also read raw (a cell state): the converter cannot fuse it."""
     if _LOWERING is not None and _LOWERING.relu_as_dwconv:
         # int8 RELU stays on LiteRT's reference kernels (see edge.lowering); a 1x1 depthwise conv with unit
-        # weights and a fused ReLU is the same function and runs in XNNPACK.
+        # weights and a fused ReLU is the same function and runs in XNNPACK. One per tensor, shared.
         import keras
 
-        layer = keras.layers.DepthwiseConv2D(1, use_bias=False, activation="relu", name=name and name + "_dw",
-                                             depthwise_initializer="ones")
-        return _constant(layer)(x)
+        key = id(x)
+        if key not in _RELU_CACHE:
+            layer = keras.layers.DepthwiseConv2D(1, use_bias=False, activation="relu", name=name and name + "_dw",
+                                                 depthwise_initializer="ones")
+            _RELU_CACHE[key] = (x, _constant(layer)(x))  # keep x alive so its id is not reused
+        return _RELU_CACHE[key][1]
     return _layers().Activation("relu", name=name)(x)
 
 
@@ -81,13 +88,13 @@ def _concat(tensors, name=None):
     return layers.concatenate(list(tensors), axis=-1, name=name)
 
 
-def _avg_pool_dw(x, k: int, stride: int, padding: str, exclude_pad: bool, name: str):
-    """Average pool as a depthwise conv with weights 1/k^2 (+ a constant map where padding is excluded)."""
+def _avg_pool_dw(x, k: int, stride: int, padding: str, exclude_pad: bool, name: str, scale: float = 1.0):
+    """Average pool as a depthwise conv with weights scale/k^2 (+ a constant map where padding is excluded)."""
     import keras
 
     h, w = int(x.shape[1]), int(x.shape[2])
     y = _constant(keras.layers.DepthwiseConv2D(k, strides=stride, padding=padding, use_bias=False, name=name + "_dw",
-                                               depthwise_initializer=keras.initializers.Constant(1.0 / (k * k))))(x)
+                                               depthwise_initializer=keras.initializers.Constant(scale / (k * k))))(x)
     if exclude_pad:
         pt, pb = same_pad(h, k, stride)
         pl, pr = same_pad(w, k, stride)
@@ -119,7 +126,7 @@ def separable_block(x, filters: int, kernel: int, stride: int, name: str):
     x = layers.SeparableConv2D(filters, kernel, strides=stride, padding=pad, use_bias=False,
                                name=f"separable_conv_1_{name}")(x)
     x = _bn(x, f"separable_conv_1_bn_{name}")
-    x = _relu(x)
+    x = layers.Activation("relu")(x)  # conv + BN + ReLU: the converter fuses it, in every precision
     x = layers.SeparableConv2D(filters, kernel, padding="same", use_bias=False, name=f"separable_conv_2_{name}")(x)
     return _bn(x, f"separable_conv_2_bn_{name}")
 
@@ -162,14 +169,14 @@ def factorized_reduce(p, filters: int, conv_names: tuple[str, str], bn_name: str
     return _bn(p, bn_name)
 
 
-def pool(x, op: Op, stride: int, name: str, pooling: Pooling, padded_cache: dict):
+def pool(x, op: Op, stride: int, name: str, pooling: Pooling, padded_cache: dict, scale: float = 1.0):
     layers = _layers()
     k = op.kernel_size
     is_avg = op is Op.AVG_POOL_3X3
     if is_avg and _LOWERING is not None and _LOWERING.avgpool_as_dwconv:
         if stride > 1 and pooling is Pooling.KERAS:  # zeros count: /k^2 everywhere, 'same' pads like correct_pad
-            return _avg_pool_dw(x, k, stride, "same", False, name)
-        return _avg_pool_dw(x, k, stride, "same", True, name)
+            return _avg_pool_dw(x, k, stride, "same", False, name, scale)
+        return _avg_pool_dw(x, k, stride, "same", True, name, scale)
     cls = layers.AveragePooling2D if is_avg else layers.MaxPooling2D
     if stride > 1 and pooling is Pooling.KERAS:
         # Keras zero-pads h once per cell (``reduction_pad_1_{id}``) and pools 'valid'.
@@ -202,6 +209,11 @@ def cell(x, p, spec: CellSpec, pooling: Pooling):
     states = [h, p]
     padded: dict = {"pad_name": f"{kind}_pad_1_{bid}"}
     for b in range(g.num_blocks):
+        if is_twin_pool_block(g, b, _LOWERING):
+            i = 2 * b
+            states.append(pool(states[g.inputs[i]], g.ops[i], g.stride(i), f"{g.keras_names[i]}_{bid}", pooling,
+                               padded, scale=2.0))
+            continue
         outs = []
         for i in (2 * b, 2 * b + 1):
             src, stride, op = states[g.inputs[i]], g.stride(i), g.ops[i]
@@ -235,10 +247,12 @@ def build_keras_model(config: NASNetConfig, include_top: bool = True, input_size
 
     previous = _LOWERING
     _LOWERING = EDGE if lowered is True else (lowered or None)
+    _RELU_CACHE.clear()
     try:
         return _build_keras_model(config, include_top, input_size, classifier_activation, name)
     finally:
         _LOWERING = previous
+        _RELU_CACHE.clear()
 
 
 def _build_keras_model(config, include_top, input_size, classifier_activation, name):
@@ -312,3 +326,58 @@ def load_keras_model(weights="default", *, include_top: bool = True, input_size:
         w = {k: v for k, v in w.items() if k != "predictions"}
     load_keras_weights(model, w)
     return model, src
+
+
+def build_keras_parts(config: NASNetConfig, lowered: Lowering | bool | None = None,
+                      classifier_activation: str | None = None) -> list[tuple[str, object]]:
+    """The network cut at cell boundaries: [(name, Keras model)] for stem, every cell, and head.
+
+    Each part has the real input shapes it has inside the whole network (a cell takes ``x`` and, except
+    the first, ``p``), and layer names identical to the whole model's, so the same weights load.
+    """
+    global _LOWERING
+    import keras
+    from keras import layers
+
+    from edge.lowering import EDGE
+
+    previous = _LOWERING
+    _LOWERING = EDGE if lowered is True else (lowered or None)
+    _RELU_CACHE.clear()
+    try:
+        size = config.input_size
+        parts = []
+        inp = layers.Input(shape=(size, size, 3), name="image")
+        x = layers.Conv2D(config.stem_filters, (3, 3), strides=(2, 2), padding="valid", use_bias=False,
+                          name="stem_conv1")(inp)
+        parts.append(("stem", keras.Model(inp, _bn(x, "stem_bn1"), name="stem")))
+        for spec in config.cells():
+            xi = layers.Input(shape=spec.x_shape, name="x")
+            pi = layers.Input(shape=spec.p_shape, name="p") if spec.p_shape is not None else None
+            out = cell(xi, pi, spec, config.pooling)
+            parts.append((spec.name, keras.Model([xi] if pi is None else [xi, pi], out, name=spec.name)))
+        last = config.cells()[-1].out_shape
+        hi = layers.Input(shape=last, name="features")
+        h = layers.GlobalAveragePooling2D()(_relu(hi))
+        h = layers.Dense(config.num_classes, activation=classifier_activation, name="predictions")(h)
+        parts.append(("head", keras.Model(hi, h, name="head")))
+        return parts
+    finally:
+        _LOWERING = previous
+        _RELU_CACHE.clear()
+
+
+def part_inputs(config: NASNetConfig, activations: list[np.ndarray], image: np.ndarray) -> list[list[np.ndarray]]:
+    """Inputs of each part of :func:`build_keras_parts`, from the whole network's activations.
+
+    ``activations`` = [stem output, cell 0 output, ...] for ``image``; p follows Keras' wiring.
+    """
+    feeds = [[image]]
+    p_idx = None
+    for i, spec in enumerate(config.cells()):
+        x = activations[i]
+        feeds.append([x] if spec.p_shape is None else [x, activations[p_idx]])
+        if not (config.skip_reduction and spec.block_id.startswith("reduce_")):
+            p_idx = i
+    feeds.append([activations[-1]])
+    return feeds

@@ -17,7 +17,9 @@ The edge form computes the same float function with
   this; the op costs H*W*C multiply-adds);
 - 6-input concatenations as two 3-input ones joined by a 2-input one;
 - stride-2 convolutions with 'same' padding instead of an explicit PAD (Keras' correct_pad equals TF
-  'SAME' for stride 2).
+  'SAME' for stride 2);
+- a block that adds the same average pool of the same state twice (NASNet-A normal block 4) as one
+  pool with doubled weights.
 
 Weights are unchanged except the factorized reduction, whose two kernels are packed by
 :func:`lowered_keras_weights`; constant layers carry their values from construction.
@@ -45,6 +47,7 @@ class Lowering:
     relu_as_dwconv: bool = True
     split_concat: bool = True
     same_padding: bool = True
+    merge_twin_pools: bool = True  # avg(p) + avg(p) -> one pool with weights 2/k^2 (normal cell block 4)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -124,3 +127,11 @@ def avg_correction(h: int, w: int, k: int, stride: int, pad: tuple[int, int, int
         for dx in range(k):
             count += ones[dy:dy + stride * oh:stride, dx:dx + stride * ow:stride]
     return (k * k / count).astype(np.float32)
+
+
+def is_twin_pool_block(genotype, block: int, lowering: Lowering | None) -> bool:
+    """Both ops of ``block`` are the same average pool of the same state, added (exactly 2x one pool)."""
+    i = 2 * block
+    return (lowering is not None and lowering.merge_twin_pools and lowering.avgpool_as_dwconv
+            and genotype.combine.value == "add" and genotype.ops[i] == genotype.ops[i + 1]
+            and genotype.ops[i].value == "avg_pool_3x3" and genotype.inputs[i] == genotype.inputs[i + 1])

@@ -16,7 +16,7 @@ from torch import nn
 
 from edge.config import BN_EPSILON, BN_MOMENTUM_TORCH, CellSpec, NASNetConfig, Pooling, same_pad, stem_output_size
 from edge.genotypes import Combine, Op
-from edge.lowering import FUSED_SUFFIX, Lowering, avg_correction, split_for_concat
+from edge.lowering import FUSED_SUFFIX, Lowering, avg_correction, is_twin_pool_block, split_for_concat
 
 
 # ----------------------------------------------------------------------------- weighted layers
@@ -154,7 +154,7 @@ class Pool(nn.Module):
     """k x k max or average pool with NASNet's border semantics (see :class:`~edge.config.Pooling`)."""
 
     def __init__(self, op: Op, stride: int, hw: tuple[int, int], pooling: Pooling, channels: int = 0,
-                 lowering: Lowering | None = None):
+                 lowering: Lowering | None = None, scale: float = 1.0):
         super().__init__()
         k = op.kernel_size
         self.is_max = op is not Op.AVG_POOL_3X3
@@ -173,7 +173,7 @@ class Pool(nn.Module):
         # average pooling; ExecuTorch's partitioner takes avg_pool2d in fp32 only)
         self.as_dwconv = not self.is_max and lowering is not None and lowering.avgpool_as_dwconv
         if self.as_dwconv:
-            self.register_buffer("dw_weight", torch.full((channels, 1, k, k), 1.0 / (k * k)), persistent=False)
+            self.register_buffer("dw_weight", torch.full((channels, 1, k, k), scale / (k * k)), persistent=False)
             self.symmetric = stride == 1 and self.pad == (k // 2,) * 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -293,11 +293,16 @@ class Cell(nn.Module):
         channels = [f, p_c]
         hws = [x_hw, x_hw]
         ops = []
+        self.twins = [is_twin_pool_block(g, b, lowering) for b in range(g.num_blocks)]
         for b in range(g.num_blocks):
             outs = []
             for i in (2 * b, 2 * b + 1):
                 src = g.inputs[i]
                 stride = g.stride(i)
+                if self.twins[b]:  # edge form: avg(s) + avg(s) as one pool with doubled weights
+                    ops.append(Pool(g.ops[i], stride, hws[src], pooling, channels[src], lowering, scale=2.0))
+                    outs.append(channels[src])
+                    continue
                 module, c = make_op(g.ops[i], channels[src], f, stride, hws[src], f"{g.keras_names[i]}_{bid}", pooling,
                                     lowering)
                 ops.append(module)
@@ -316,6 +321,9 @@ class Cell(nn.Module):
         states = [self.base(x), p]
         g = self.genotype
         for b in range(g.num_blocks):
+            if self.twins[b]:
+                states.append(self.ops[2 * b](states[g.inputs[2 * b]]))
+                continue
             left = self.ops[2 * b](states[g.inputs[2 * b]])
             right = self.ops[2 * b + 1](states[g.inputs[2 * b + 1]])
             states.append(left + right if g.combine is Combine.ADD else torch.cat([left, right], dim=1))
@@ -343,7 +351,8 @@ class Head(nn.Module):
         self.fc = KerasDense(channels, num_classes, keras_name="predictions")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.relu(x).mean(dim=(2, 3)))
+        # keepdim=True: ExecuTorch's XNNPACK partitioner lowers mean.dim only as a 4-D global average pool
+        return self.fc(F.relu(x).mean(dim=(2, 3), keepdim=True).flatten(1))
 
 
 class NASNet(nn.Module):

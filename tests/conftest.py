@@ -72,3 +72,72 @@ def official_no_top_h5(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "NASNet-mobile-no-top.h5"
     save_keras_model_as_h5(model, path, colon_suffix=False)
     return path
+
+
+def run_module(module: str, *args: str, timeout: int = 900):
+    """Run ``python -m module args`` as a user would; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_one_line_error(result) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    err = result.stderr.strip()
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err, err
+
+
+@pytest.fixture(scope="session")
+def tflite_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tflite")
+
+
+def _convert_tflite(out: Path, *args: str) -> dict:
+    import json
+
+    from converters.tflite import build_parser, convert
+
+    manifest = convert(build_parser().parse_args(["--output", str(out), *args]))
+    return json.loads((out / (manifest["artifact"] + ".json")).read_text())
+
+
+@pytest.fixture(scope="session")
+def tflite_int8(tflite_dir) -> dict:
+    """The main job, as the README runs it: edge form, full int8, default model, with per-cell export."""
+    return _convert_tflite(tflite_dir, "--int8", "--cells")
+
+
+@pytest.fixture(scope="session")
+def tflite_fp32(tflite_dir) -> dict:
+    return _convert_tflite(tflite_dir, "--precision", "fp32")
+
+
+@pytest.fixture(scope="session")
+def tflite_stock_int8(tflite_dir) -> dict:
+    return _convert_tflite(tflite_dir, "--int8", "--no-lowering")
+
+
+@pytest.fixture(scope="session")
+def pte_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pte")
+
+
+def _convert_pte(out: Path, *args: str) -> dict:
+    import json
+
+    from converters.executorch import build_parser, convert
+
+    manifest = convert(build_parser().parse_args(["--output", str(out), *args]))
+    return json.loads((out / (manifest["artifact"] + ".json")).read_text())
+
+
+@pytest.fixture(scope="session")
+def pte_fp32(pte_dir) -> dict:
+    return _convert_pte(pte_dir, "--precision", "fp32")
+
+
+@pytest.fixture(scope="session")
+def pte_int8(pte_dir) -> dict:
+    return _convert_pte(pte_dir, "--int8", "--num-calibration", "48")

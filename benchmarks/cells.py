@@ -1,0 +1,111 @@
+"""Per-cell latency: where the time goes inside NASNet, from the converters' ``--cells`` export.
+
+    python -m benchmarks.run --cells artifacts/cells [--threads 1] [--output DIR]
+
+Times every part (stem, each cell, head) with LiteRT + XNNPACK on inputs of its real shape, interleaved
+in rounds, and compares the sum of the parts with the whole model. Writes ``cells.json``, ``cells.md``
+and ``cells.png`` (a bar per part, normal and reduction cells coloured apart).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.stats import summarize
+
+
+class PartRunner:
+    def __init__(self, path: Path, threads: int):
+        from edge.runtime import _litert
+
+        Interpreter, _ = _litert()
+        self.it = Interpreter(model_path=str(path), num_threads=threads)
+        self.it.allocate_tensors()
+        rng = np.random.default_rng(0)
+        for d in self.it.get_input_details():
+            if d["dtype"] == np.float32:
+                x = rng.uniform(-1, 1, d["shape"]).astype(np.float32)
+            else:
+                info = np.iinfo(d["dtype"])
+                x = rng.integers(info.min, info.max, d["shape"], endpoint=True).astype(d["dtype"])
+            self.it.set_tensor(d["index"], x)
+
+    def time(self) -> float:
+        t = time.perf_counter()
+        self.it.invoke()
+        return (time.perf_counter() - t) * 1000
+
+
+def benchmark_cells(folder: Path, threads: int = 1, runs: int = 30, rounds: int = 5, warmup: int = 3) -> dict:
+    manifest_path = folder / "cells.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{folder}: no cells.json here; export cells with "
+                                "python -m converters.tflite --cells")
+    manifest = json.loads(manifest_path.read_text())
+    parts = manifest["parts"]
+    runners = [PartRunner(folder / p["file"], threads) for p in parts]
+    for r in runners:
+        for _ in range(warmup):
+            r.time()
+    times: list[list[float]] = [[] for _ in parts]
+    order = list(range(len(parts)))
+    rng = random.Random(0)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for i in order:
+            for _ in range(max(1, runs // rounds)):
+                times[i].append(runners[i].time())
+    rows = []
+    for p, t in zip(parts, times):
+        s = summarize(t)
+        kind = "reduction" if "reduction" in p["name"] else ("normal" if "normal" in p["name"] else p["name"])
+        rows.append({"name": p["name"], "kind": kind, "macs": p["macs"], "median_ms": s["median"],
+                     "latency_ms": s, "gmacs_per_s": p["macs"] / (s["median"] * 1e6),
+                     "partitions": p["delegation"]["partitions"], "fallback_ops": p["delegation"]["fallback_ops"]})
+    total = sum(r["median_ms"] for r in rows)
+    by_kind: dict[str, float] = {}
+    for r in rows:
+        by_kind[r["kind"]] = by_kind.get(r["kind"], 0.0) + r["median_ms"]
+    return {"folder": str(folder), "precision": manifest["precision"], "lowered": manifest["lowered"],
+            "threads": threads, "parts": rows, "sum_of_parts_ms": total, "by_kind_ms": by_kind}
+
+
+def cells_markdown(res: dict, whole_ms: float | None = None) -> str:
+    lines = [f"Per-cell latency ({res['precision']}, {'edge form' if res['lowered'] else 'stock'}, "
+             f"{res['threads']} thread(s), medians)", "",
+             "| part | MMACs | median ms | GMAC/s | partitions | fallback ops |", "|---|---|---|---|---|---|"]
+    for r in res["parts"]:
+        lines.append(f"| {r['name']} | {r['macs'] / 1e6:.1f} | {r['median_ms']:.3f} | {r['gmacs_per_s']:.1f} | "
+                     f"{r['partitions']} | {r['fallback_ops']} |")
+    lines.append("")
+    lines.append("Sum of parts: {:.2f} ms ({})".format(res["sum_of_parts_ms"], ", ".join(
+        f"{k} {v:.2f} ms" for k, v in res["by_kind_ms"].items())))
+    if whole_ms:
+        lines.append(f"Whole model: {whole_ms:.2f} ms")
+    return "\n".join(lines) + "\n"
+
+
+def cells_plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"stem": "#888888", "head": "#444444", "normal": "#4C72B0", "reduction": "#DD8452"}
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 5), squeeze=False)
+    for ax, res in zip(axes[0], results):
+        names = [r["name"].replace("cell_", "").replace("_reduction", " R").replace("_normal", " N") for r in res["parts"]]
+        ax.barh(names, [r["median_ms"] for r in res["parts"]], color=[colors[r["kind"]] for r in res["parts"]])
+        ax.invert_yaxis()
+        ax.set_xlabel("median latency (ms)")
+        ax.set_title(f"{res['precision']} {'edge' if res['lowered'] else 'stock'}: sum {res['sum_of_parts_ms']:.1f} ms",
+                     fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

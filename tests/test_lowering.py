@@ -1,0 +1,94 @@
+"""The edge form computes the reference function: every rewrite is pinned in float on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edge.config import Pooling, nasnet_mobile
+from edge.keras_model import build_keras_model, load_keras_weights
+from edge.lowering import (EDGE, EDGE_FLOAT, Lowering, lowered_keras_weights, pack_factorized,
+                           reference_keras_weights, split_for_concat)
+from edge.preprocessing import preprocess_batch
+from edge.torch_model import build_torch_model
+
+from conftest import randomize_bn
+
+
+def torch_probs(model, x):
+    with torch.inference_mode():
+        return torch.softmax(model(torch.from_numpy(x).permute(0, 3, 1, 2)), 1).numpy()
+
+
+@pytest.fixture(scope="module")
+def reference(keras_reference):
+    """Reference PyTorch NASNet-Mobile with the random Keras weights (realistic BN statistics)."""
+    from edge.weights import keras_model_weights
+
+    weights = keras_model_weights(keras_reference)
+    model = build_torch_model(nasnet_mobile())
+    model.load_keras_weights(weights)
+    return model, weights
+
+
+@pytest.mark.parametrize("lowering", [EDGE, EDGE_FLOAT, Lowering(fuse_factorized=False, split_concat=False),
+                                      Lowering(avgpool_as_dwconv=False, relu_as_dwconv=False)])
+def test_edge_form_equals_reference_in_both_builders(reference, real_images, lowering):
+    model, weights = reference
+    cfg = model.config
+    x = preprocess_batch(real_images[:6], cfg.preprocessing)
+    want = torch_probs(model, x)
+    lw = lowered_keras_weights(weights, cfg) if lowering.fuse_factorized else weights
+    edge_t = build_torch_model(cfg, lowered=lowering)
+    edge_t.load_keras_weights(lw)
+    assert np.abs(torch_probs(edge_t, x) - want).max() <= 1e-5
+    edge_k = build_keras_model(cfg, lowered=lowering)
+    load_keras_weights(edge_k, lw)
+    assert np.abs(edge_k.predict(x, verbose=0) - want).max() <= 1e-5
+
+
+@pytest.mark.parametrize("size,pooling", [(199, Pooling.KERAS), (224, Pooling.SLIM)])
+def test_edge_form_is_exact_at_odd_sizes_and_in_slim_mode(size, pooling):
+    cfg = nasnet_mobile(num_classes=10, input_size=size, pooling=pooling)
+    ref = build_torch_model(cfg)
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+    edge = build_torch_model(cfg, lowered=True)
+    edge.load_keras_weights(lowered_keras_weights(ref.keras_weights(), cfg))
+    assert np.abs(torch_probs(edge, x) - torch_probs(ref, x)).max() <= 1e-5
+
+
+def test_factorized_reduction_packs_into_one_2x2_conv_and_back():
+    rng = np.random.default_rng(0)
+    k1, k2 = rng.normal(size=(1, 1, 8, 3)), rng.normal(size=(1, 1, 8, 3))
+    fused = pack_factorized(k1, k2)
+    assert fused.shape == (2, 2, 8, 6) and fused[0, 1].max() == 0 and fused[1, 0].max() == 0
+    cfg = nasnet_mobile()
+    w = {"adjust_conv_1_0": [k1], "adjust_conv_2_0": [k2]}
+    back = reference_keras_weights(lowered_keras_weights(w, cfg), cfg)
+    np.testing.assert_allclose(back["adjust_conv_1_0"][0], k1, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(back["adjust_conv_2_0"][0], k2, rtol=0, atol=1e-7)
+
+
+def test_concat_split_respects_xnnpack_arity():
+    assert split_for_concat(list(range(6))) == [[0, 1, 2], [3, 4, 5]]
+    assert split_for_concat(list(range(4))) == [[0, 1, 2, 3]]
+    groups = split_for_concat(list(range(11)))
+    assert max(map(len, groups)) <= 5 and sum(groups, []) == list(range(11))
+
+
+def test_edge_form_has_no_ops_that_xnnpack_rejects():
+    """Structure of the lowered Keras graph: no pooling averages, no standalone ReLU, no wide concat."""
+    cfg = nasnet_mobile(num_classes=10)
+    model = build_keras_model(cfg, lowered=EDGE)
+    kinds = [type(l).__name__ for l in model.layers]
+    assert "AveragePooling2D" not in kinds
+    assert "Activation" not in kinds and "ReLU" not in kinds
+    assert "ZeroPadding2D" in kinds  # Keras-mode max pools keep their zero padding (PAD is delegated)
+    assert all(len(l.input) <= 5
+               for l in model.layers if type(l).__name__ == "Concatenate")

@@ -1,0 +1,158 @@
+"""``python -m converters.tflite``: every precision end to end on the real NASNet-Mobile (default model)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import _convert_tflite, assert_one_line_error, run_module
+from edge.runtime import LiteRTRunner, open_model, read_tflite_embedded_manifest, TorchRunner
+from edge.preprocessing import list_images, preprocess_batch
+from edge.verify import sample_images_dir
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return list_images(sample_images_dir())
+
+
+@pytest.fixture(scope="module")
+def source_probs(samples):
+    runner = TorchRunner("default")
+    return runner.probabilities(preprocess_batch(samples, runner.preprocessing))
+
+
+def clear_cases(probs: np.ndarray, threshold: float = 0.6) -> np.ndarray:
+    return probs.max(1) >= threshold
+
+
+def test_main_job_writes_a_fully_delegated_int8_model_with_manifest(tflite_int8, tflite_dir):
+    m = tflite_int8
+    path = tflite_dir / m["artifact"]
+    assert path.is_file() and m["artifact"].endswith("_int8.tflite")
+    for key in ("source", "precision", "calibration", "preprocessing", "labels", "tools", "op_histogram",
+                "size_bytes", "sha256", "validation", "delegation"):
+        assert m[key] is not None, key
+    assert m["precision"] == "int8" and m["lowered"] is True
+    assert m["source"]["kind"] == "default" and len(m["source"]["sha256"]) == 64
+    assert m["calibration"]["count"] > 0 and m["size_bytes"] == path.stat().st_size
+    assert m["tools"]["tensorflow-cpu"].startswith("2.21") and m["tools"]["ai-edge-litert"].startswith("2.3")
+    # The headline of the lowering: XNNPACK runs the whole int8 graph in one partition.
+    assert m["delegation"]["partitions"] == 1 and m["delegation"]["fallback_ops"] == 0
+    assert "AVERAGE_POOL_2D" not in m["op_histogram"] and "RELU" not in m["op_histogram"]
+    v = m["validation"]
+    assert v["images"] == 30 and v["top1_agreement"] >= 0.9 and v["logit_sqnr_db"] > 10
+    assert not list(tflite_dir.glob(".*.tmp"))
+
+
+def test_stock_int8_falls_back_where_upstream_xnnpack_cannot_run_it(tflite_stock_int8):
+    """Pins the upstream behaviour the lowering works around (TFLite XNNPACK delegate, LiteRT 2.3)."""
+    d = tflite_stock_int8["delegation"]
+    assert d["partitions"] > 30
+    assert set(d["fallback"]) == {"RELU", "AVERAGE_POOL_2D", "CONCATENATION"}
+
+
+def test_fp32_edge_form_is_one_partition_and_matches_keras(tflite_fp32):
+    assert tflite_fp32["delegation"] == {**tflite_fp32["delegation"], "partitions": 1, "fallback_ops": 0}
+    assert tflite_fp32["validation"]["max_abs_prob_diff"] <= 1e-4
+    assert tflite_fp32["validation"]["top1_agreement"] == 1.0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "dynamic", "int8"])
+def test_every_precision_classifies_the_samples_like_the_source(precision, tflite_dir, tflite_int8, tflite_fp32,
+                                                                samples, source_probs):
+    if precision in ("fp16", "dynamic"):
+        m = _convert_tflite(tflite_dir, "--precision", precision)
+    else:
+        m = tflite_int8 if precision == "int8" else tflite_fp32
+    runner = open_model(tflite_dir / m["artifact"])
+    assert isinstance(runner, LiteRTRunner)
+    probs = runner.probabilities(preprocess_batch(samples, runner.preprocessing))
+    clear = clear_cases(source_probs)
+    assert clear.sum() >= 10
+    assert (probs[clear].argmax(1) == source_probs[clear].argmax(1)).all()
+    top = runner.classify(samples[0], k=3)
+    assert len(top) == 3 and top[0].label in runner.labels
+
+
+def test_labels_and_preprocessing_are_embedded_in_the_tflite(tflite_int8, tflite_dir):
+    path = tflite_dir / tflite_int8["artifact"]
+    embedded = read_tflite_embedded_manifest(path)
+    assert embedded["labels"] == tflite_int8["labels"] and len(embedded["labels"]) == 10
+    assert embedded["preprocessing"]["size"] == 224 and embedded["preprocessing"]["mean"] == 127.5
+    with zipfile.ZipFile(path) as z:
+        assert z.read("labels.txt").decode().splitlines() == tflite_int8["labels"]
+    # without the manifest beside it, a runner still finds labels and preprocessing in the file
+    lone = tflite_dir / "lone" / path.name
+    lone.parent.mkdir(exist_ok=True)
+    lone.write_bytes(path.read_bytes())
+    assert open_model(lone).labels == tflite_int8["labels"]
+
+
+def test_per_cell_export_lists_every_cell_with_shapes_and_macs(tflite_int8, tflite_dir):
+    cells = json.loads((tflite_dir / "cells" / "cells.json").read_text())
+    names = [p["name"] for p in cells["parts"]]
+    assert names[0] == "stem" and names[-1] == "head" and len(names) == 18
+    assert names[1] == "cell_00_reduction_stem_1" and names[7] == "cell_06_reduction_reduce_4"
+    assert abs(cells["total_macs"] / 1e6 - 563.6) < 0.5  # the paper's 564M multiply-adds
+    assert cells["parts"][3]["inputs"] == [[28, 28, 88], [56, 56, 44]]
+    for p in cells["parts"]:
+        assert (tflite_dir / "cells" / p["file"]).is_file()
+        assert p["delegation"]["fallback_ops"] == 0, p["name"]
+
+
+def test_same_inputs_give_the_same_validation_numbers(tflite_dir, tflite_int8):
+    again = _convert_tflite(tflite_dir / "again", "--int8")
+    for k in ("top1_agreement", "mean_kl", "logit_sqnr_db", "max_abs_prob_diff"):
+        assert again["validation"][k] == tflite_int8["validation"][k], k
+
+
+def test_agreement_gate_fails_the_run(tmp_path):
+    r = run_module("converters.tflite", "--precision", "dynamic", "--output", tmp_path, "--fail-under-agreement", "100.1")
+    assert_one_line_error(r)
+    r = run_module("converters.tflite", "--precision", "dynamic", "--output", tmp_path, "--fail-under-agreement", "99.99")
+    assert r.returncode in (0, 1)
+    if r.returncode == 1:
+        assert "below --fail-under-agreement" in r.stderr
+
+
+def test_unreadable_calibration_images_are_skipped_and_counted(tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for f in list_images(Path(__file__).resolve().parents[1] / "edge" / "assets" / "calibration")[:4]:
+        (calib / f.name).write_bytes(f.read_bytes())
+    (calib / "broken.jpg").write_bytes(b"not a jpeg")
+    m = _convert_tflite(tmp_path / "out", "--int8", "--calibration", str(calib), "--cells")
+    assert m["calibration"]["count"] == 4 and m["calibration"]["unreadable_skipped"] == 1
+
+
+@pytest.mark.parametrize("case", ["missing_weights", "corrupt_weights", "empty_calibration", "output_is_a_file",
+                                  "calibration_missing"])
+def test_bad_inputs_give_one_line_errors_and_leave_nothing(tmp_path, case):
+    out = tmp_path / "out"
+    args = ["--int8", "--output", out]
+    if case == "missing_weights":
+        args += ["--weights", tmp_path / "nope.h5"]
+    elif case == "corrupt_weights":
+        (tmp_path / "w.h5").write_bytes(b"\x89HDF\r\n\x1a\n garbage")
+        args += ["--weights", tmp_path / "w.h5"]
+    elif case == "empty_calibration":
+        (tmp_path / "empty").mkdir()
+        args += ["--calibration", tmp_path / "empty"]
+    elif case == "calibration_missing":
+        args += ["--calibration", tmp_path / "missing"]
+    elif case == "output_is_a_file":
+        out.write_text("a file")
+    r = run_module("converters.tflite", *args)
+    assert_one_line_error(r)
+    if out.is_dir():
+        assert not list(out.glob("*.tflite")) and not list(out.glob(".*"))
+
+
+def test_unknown_precision_is_rejected():
+    r = run_module("converters.tflite", "--precision", "int4")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
