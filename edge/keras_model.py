@@ -15,7 +15,8 @@ import numpy as np
 
 from edge.config import BN_EPSILON, BN_MOMENTUM_KERAS, CellSpec, NASNetConfig, Pooling, same_pad
 from edge.genotypes import Combine, Op
-from edge.lowering import Lowering, avg_correction, is_twin_pool_block, split_for_concat
+from edge.lowering import (Lowering, avg_correction, column_groups, is_twin_pool_block, needs_split,
+                           split_for_concat)
 from edge.torch_model import adjust_kind
 from edge.weights import KerasWeights
 
@@ -115,6 +116,31 @@ def _pad2d(x, kernel, stride, dilation=1, name=None):
     return _layers().ZeroPadding2D(padding=pad, name=name)(x)
 
 
+def _split_separable(x, filters: int, kernel: int, stride: int, name: str):
+    """Edge form of a SeparableConv2D with a large kernel: padded input, depthwise column groups of at most
+    25 taps summed, then the pointwise conv. Same function as the 'same'-padded separable conv."""
+    layers = _layers()
+    h, w = int(x.shape[1]), int(x.shape[2])
+    (pt, pb), (pl, pr) = same_pad(h, kernel, stride), same_pad(w, kernel, stride)
+    xp = layers.ZeroPadding2D(((pt, pb), (pl, pr)))(x)
+    wp = w + pl + pr
+    ow = -(-w // stride)
+    parts = []
+    for g, (c0, c1) in enumerate(column_groups(kernel, kernel)):
+        right = wp - (c0 + stride * (ow - 1) + (c1 - c0))
+        xi = layers.Cropping2D(((0, 0), (c0, right)))(xp) if (c0 or right) else xp
+        parts.append(layers.DepthwiseConv2D((kernel, c1 - c0), strides=stride, padding="valid", use_bias=False,
+                                            name=f"{name}_dw{g}")(xi))
+    y = layers.add(parts)
+    return layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(y)
+
+
+def _separable(x, filters: int, kernel: int, stride: int, pad: str, name: str):
+    if _LOWERING is not None and _LOWERING.split_large_dwconv and needs_split(kernel):
+        return _split_separable(x, filters, kernel, stride, name)
+    return _layers().SeparableConv2D(filters, kernel, strides=stride, padding=pad, use_bias=False, name=name)(x)
+
+
 def separable_block(x, filters: int, kernel: int, stride: int, name: str):
     layers = _layers()
     x = _relu(x)
@@ -123,11 +149,10 @@ def separable_block(x, filters: int, kernel: int, stride: int, name: str):
         pad = "valid"
     else:
         pad = "same"  # TF 'SAME' at stride 2 pads exactly like Keras correct_pad
-    x = layers.SeparableConv2D(filters, kernel, strides=stride, padding=pad, use_bias=False,
-                               name=f"separable_conv_1_{name}")(x)
+    x = _separable(x, filters, kernel, stride, pad, f"separable_conv_1_{name}")
     x = _bn(x, f"separable_conv_1_bn_{name}")
     x = layers.Activation("relu")(x)  # conv + BN + ReLU: the converter fuses it, in every precision
-    x = layers.SeparableConv2D(filters, kernel, padding="same", use_bias=False, name=f"separable_conv_2_{name}")(x)
+    x = _separable(x, filters, kernel, 1, "same", f"separable_conv_2_{name}")
     return _bn(x, f"separable_conv_2_bn_{name}")
 
 

@@ -19,7 +19,10 @@ The edge form computes the same float function with
 - stride-2 convolutions with 'same' padding instead of an explicit PAD (Keras' correct_pad equals TF
   'SAME' for stride 2);
 - a block that adds the same average pool of the same state twice (NASNet-A normal block 4) as one
-  pool with doubled weights.
+  pool with doubled weights;
+- depthwise kernels over 25 taps (the 7x7 separable convs of the reduction cells) as a sum of column
+  groups of at most 25 taps (7x3 + 7x3 + 7x1) on one explicitly padded input: XNNPACK's 7x7 depthwise
+  kernel is 10-25x slower per tap than its 7x3 one, and it alone was a quarter of the int8 latency.
 
 Weights are unchanged except the factorized reduction, whose two kernels are packed by
 :func:`lowered_keras_weights`; constant layers carry their values from construction.
@@ -36,6 +39,28 @@ from edge.weights import KerasWeights
 
 FUSED_SUFFIX = "_fused"
 MAX_CONCAT_INPUTS = 5  # XNNPACK's largest concatenate node (xnn_define_concatenate5)
+# XNNPACK's fast depthwise microkernels cover up to 25 taps (5x5); beyond, a 7x7 depthwise conv ran 10x
+# (fp32) to 25x (int8) slower than a 7x3 one on this CPU (docs/lowering.md, micro-benchmark).
+MAX_DW_TAPS = 25
+
+
+def column_groups(kh: int, kw: int, max_taps: int = MAX_DW_TAPS) -> list[tuple[int, int]]:
+    """[(c0, c1)] column ranges of a kh x kw kernel, each at most ``max_taps`` taps (7x7 -> 3, 3, 1)."""
+    width = max(1, max_taps // kh)
+    return [(c, min(c + width, kw)) for c in range(0, kw, width)]
+
+
+def needs_split(kernel: int) -> bool:
+    return kernel * kernel > MAX_DW_TAPS
+
+
+def split_separable_weights(name: str, arrays: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """SeparableConv2D weights -> depthwise column pieces ``{name}_dw{g}`` and pointwise ``{name}_pw``."""
+    dw, pw = arrays
+    out = {f"{name}_dw{g}": [np.ascontiguousarray(dw[:, c0:c1])] for g, (c0, c1) in
+           enumerate(column_groups(dw.shape[0], dw.shape[1]))}
+    out[f"{name}_pw"] = [pw]
+    return out
 
 
 @dataclass(frozen=True)
@@ -48,6 +73,7 @@ class Lowering:
     split_concat: bool = True
     same_padding: bool = True
     merge_twin_pools: bool = True  # avg(p) + avg(p) -> one pool with weights 2/k^2 (normal cell block 4)
+    split_large_dwconv: bool = True  # k x k depthwise with k*k > 25 taps -> column groups of <= 25 taps
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -102,12 +128,19 @@ def lowered_keras_weights(weights: KerasWeights, config: NASNetConfig) -> KerasW
     for n1, n2, fused in factorized_names(config):
         if n1 in out:
             out[fused] = [pack_factorized(out.pop(n1)[0], out.pop(n2)[0])]
+    for name in [n for n, a in out.items() if n.startswith("separable_conv_") and len(a) == 2 and
+                 a[0].ndim == 4 and needs_split(a[0].shape[0])]:
+        out.update(split_separable_weights(name, out.pop(name)))
     return out
 
 
 def reference_keras_weights(weights: KerasWeights, config: NASNetConfig) -> KerasWeights:
     """Inverse of :func:`lowered_keras_weights`."""
     out = dict(weights)
+    for pw in [n for n in out if n.endswith("_pw") and n.startswith("separable_conv_")]:
+        name = pw[: -len("_pw")]
+        pieces = sorted((n for n in out if n.startswith(name + "_dw")), key=lambda n: int(n.rsplit("_dw", 1)[1]))
+        out[name] = [np.concatenate([out.pop(n)[0] for n in pieces], axis=1), out.pop(pw)[0]]
     for n1, n2, fused in factorized_names(config):
         if fused in out:
             k = out.pop(fused)[0]

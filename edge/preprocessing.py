@@ -90,3 +90,29 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
     folder = Path(folder)
     pattern = "**/*" if recursive else "*"
     return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+# Camera frames: Android's YUV_420_888 is full-range BT.601 (JFIF). The Android core module
+# (android_demo/core) decodes with the same coefficients; these two functions are the reference.
+def yuv420_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Full-range BT.601 YUV 4:2:0 planes (H x W, H/2 x W/2, H/2 x W/2) to uint8 RGB."""
+    yy = y.astype(np.float32)
+    cb = np.repeat(np.repeat(u.astype(np.float32) - 128, 2, 0), 2, 1)[: y.shape[0], : y.shape[1]]
+    cr = np.repeat(np.repeat(v.astype(np.float32) - 128, 2, 0), 2, 1)[: y.shape[0], : y.shape[1]]
+    rgb = np.stack([yy + 1.402 * cr, yy - 0.344136 * cb - 0.714136 * cr, yy + 1.772 * cb], axis=-1)
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def rgb_to_yuv420(rgb: np.ndarray):
+    """uint8 RGB (even H and W) to full-range BT.601 planes, chroma averaged over 2x2 blocks."""
+    r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    h, w = y.shape
+
+    def sub(c):
+        return c[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+    to8 = lambda a: np.clip(np.round(a), 0, 255).astype(np.uint8)  # noqa: E731
+    return to8(y), to8(sub(cb)), to8(sub(cr))

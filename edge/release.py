@@ -18,7 +18,8 @@ from edge.models import DEFAULT_MODEL
 
 
 def release(checkpoint: Path, accuracy: Path, name: str = DEFAULT_MODEL, version: str = "1",
-            dataset: str = "Imagenette v2 (10 ImageNet classes), train split", extra: dict | None = None) -> Path:
+            dataset: str = "Imagenette v2 (10 ImageNet classes), train split", extra: dict | None = None,
+            with_tflite: bool = True) -> Path:
     from converters.common import now_iso, write_json_atomic
     from edge.models import load_torch_model
     from edge.weights import save_toolkit_weights, sha256
@@ -42,6 +43,11 @@ def release(checkpoint: Path, accuracy: Path, name: str = DEFAULT_MODEL, version
         "training": extra or {}, "sha256": sha256(pt), "bytes": pt.stat().st_size,
     }
     write_json_atomic(pt.with_suffix(".json"), manifest)
+    if with_tflite:
+        # the demo's default: the same weights as a fully delegated int8 LiteRT model
+        from converters.tflite import build_parser, convert
+
+        convert(build_parser().parse_args(["--weights", str(pt), "--int8", "--output", str(out_dir), "--name", name]))
     return pt
 
 
@@ -54,9 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default=DEFAULT_MODEL)
     p.add_argument("--version", default="1")
     p.add_argument("--training", type=Path, default=None, help="JSON with training commands and wall times")
+    p.add_argument("--no-tflite", action="store_true", help="do not write the int8 .tflite beside the weights")
     args = p.parse_args(argv)
     extra = json.loads(args.training.read_text()) if args.training else None
-    return run_cli(lambda: print(release(args.checkpoint, args.accuracy, args.name, args.version, extra=extra)))
+    return run_cli(lambda: print(release(args.checkpoint, args.accuracy, args.name, args.version, extra=extra,
+                                         with_tflite=not args.no_tflite)))
 
 
 if __name__ == "__main__":

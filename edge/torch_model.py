@@ -16,7 +16,8 @@ from torch import nn
 
 from edge.config import BN_EPSILON, BN_MOMENTUM_TORCH, CellSpec, NASNetConfig, Pooling, same_pad, stem_output_size
 from edge.genotypes import Combine, Op
-from edge.lowering import FUSED_SUFFIX, Lowering, avg_correction, is_twin_pool_block, split_for_concat
+from edge.lowering import (FUSED_SUFFIX, Lowering, avg_correction, column_groups, is_twin_pool_block, needs_split,
+                           split_for_concat)
 
 
 # ----------------------------------------------------------------------------- weighted layers
@@ -54,6 +55,46 @@ class KerasSeparableConv2d(nn.Module):
         dw, pw = (torch.from_numpy(np.asarray(a)) for a in arrays)
         _copy(self.depthwise.weight, dw.permute(2, 3, 0, 1), self.keras_name + "/depthwise_kernel")
         _copy(self.pointwise.weight, pw.permute(3, 2, 0, 1), self.keras_name + "/pointwise_kernel")
+
+
+class KerasDepthwiseConv2d(nn.Conv2d):
+    """DepthwiseConv2D (multiplier 1, no bias): Keras kernel (kh, kw, C, 1) <-> PyTorch (C, 1, kh, kw)."""
+
+    def __init__(self, channels: int, kernel, stride=1, *, keras_name: str):
+        super().__init__(channels, channels, kernel, stride=stride, groups=channels, bias=False)
+        self.keras_name = keras_name
+
+    def keras_weights(self) -> list[np.ndarray]:
+        return [self.weight.detach().permute(2, 3, 0, 1).cpu().numpy()]
+
+    def load_keras_weights(self, arrays: list[np.ndarray]) -> None:
+        _copy(self.weight, torch.from_numpy(np.asarray(arrays[0])).permute(2, 3, 0, 1), self.keras_name)
+
+
+class SplitSeparableConv2d(nn.Module):
+    """Edge form of a large-kernel SeparableConv2D: explicit 'same' padding, depthwise column groups of at
+    most 25 taps on column-shifted views, summed, then the pointwise conv (see edge.lowering)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, hw: tuple[int, int], *, keras_name: str):
+        super().__init__()
+        self.pad = _pad4(hw, (kernel, kernel), (stride, stride))
+        wp = hw[1] + self.pad[0] + self.pad[1]
+        ow = -(-hw[1] // stride)
+        self.groups = column_groups(kernel, kernel)
+        self.spans = [(c0, c0 + stride * (ow - 1) + (c1 - c0)) for c0, c1 in self.groups]
+        assert all(end <= wp for _, end in self.spans)
+        self.depthwise = nn.ModuleList(KerasDepthwiseConv2d(cin, (kernel, c1 - c0), stride,
+                                                            keras_name=f"{keras_name}_dw{g}")
+                                       for g, (c0, c1) in enumerate(self.groups))
+        self.pointwise = KerasConv2d(cin, cout, 1, keras_name=f"{keras_name}_pw")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, self.pad)
+        y = None
+        for conv, (a, b) in zip(self.depthwise, self.spans):
+            part = conv(x[:, :, :, a:b])
+            y = part if y is None else y + part
+        return self.pointwise(y)
 
 
 class KerasBatchNorm2d(nn.BatchNorm2d):
@@ -94,7 +135,7 @@ def _copy(dst: torch.Tensor, src: torch.Tensor, what: str) -> None:
         dst.copy_(src.to(dst.dtype))
 
 
-KERAS_LAYER_TYPES = (KerasConv2d, KerasSeparableConv2d, KerasBatchNorm2d, KerasDense)
+KERAS_LAYER_TYPES = (KerasConv2d, KerasSeparableConv2d, KerasBatchNorm2d, KerasDense, KerasDepthwiseConv2d)
 
 
 # ----------------------------------------------------------------------------- cell operations
@@ -108,14 +149,23 @@ def _pad4(hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
 class SeparableBlock(nn.Module):
     """ReLU -> SepConv(k, stride) -> BN -> ReLU -> SepConv(k) -> BN (NASNet's 'separable_kxk_2')."""
 
-    def __init__(self, cin: int, filters: int, kernel: int, stride: int, hw: tuple[int, int], name: str):
+    def __init__(self, cin: int, filters: int, kernel: int, stride: int, hw: tuple[int, int], name: str,
+                 lowering: Lowering | None = None):
         super().__init__()
         pad = _pad4(hw, (kernel, kernel), (stride, stride))
-        self.pad = nn.ZeroPad2d(pad) if stride > 1 else nn.Identity()
-        self.sep1 = KerasSeparableConv2d(cin, filters, kernel, stride, 0 if stride > 1 else kernel // 2,
-                                         keras_name=f"separable_conv_1_{name}")
+        if lowering is not None and lowering.split_large_dwconv and needs_split(kernel):
+            out_hw = (-(-hw[0] // stride), -(-hw[1] // stride))
+            self.pad = nn.Identity()
+            self.sep1 = SplitSeparableConv2d(cin, filters, kernel, stride, hw, keras_name=f"separable_conv_1_{name}")
+            self.sep2 = SplitSeparableConv2d(filters, filters, kernel, 1, out_hw,
+                                             keras_name=f"separable_conv_2_{name}")
+        else:
+            self.pad = nn.ZeroPad2d(pad) if stride > 1 else nn.Identity()
+            self.sep1 = KerasSeparableConv2d(cin, filters, kernel, stride, 0 if stride > 1 else kernel // 2,
+                                             keras_name=f"separable_conv_1_{name}")
+            self.sep2 = KerasSeparableConv2d(filters, filters, kernel, 1, kernel // 2,
+                                             keras_name=f"separable_conv_2_{name}")
         self.bn1 = KerasBatchNorm2d(filters, keras_name=f"separable_conv_1_bn_{name}")
-        self.sep2 = KerasSeparableConv2d(filters, filters, kernel, 1, kernel // 2, keras_name=f"separable_conv_2_{name}")
         self.bn2 = KerasBatchNorm2d(filters, keras_name=f"separable_conv_2_bn_{name}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -241,7 +291,7 @@ def make_op(op: Op, cin: int, filters: int, stride: int, hw: tuple[int, int], na
             pooling: Pooling, lowering: Lowering | None = None) -> tuple[nn.Module, int]:
     """The module for one genotype operation and its output channel count."""
     if op.is_separable:
-        return SeparableBlock(cin, filters, op.kernel_size, stride, hw, name), filters
+        return SeparableBlock(cin, filters, op.kernel_size, stride, hw, name, lowering), filters
     if op.is_pool:
         return Pool(op, stride, hw, pooling, cin, lowering), cin
     if op is Op.IDENTITY:
