@@ -43,7 +43,9 @@ IO_TYPES = ("int8", "uint8", "float")
 def convert_keras(model, precision: Precision, calibration=None, io: str = "int8",
                   progress: bool = True, multi_input: bool = False) -> bytes:
     """TFLite flatbuffer bytes for a Keras model."""
-    quiet_tensorflow()
+    from edge.quiet import import_tensorflow
+
+    import_tensorflow()
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -217,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def convert(args: argparse.Namespace) -> dict:
     """Run one conversion; returns the manifest (also written beside the artifact)."""
+    from edge.quiet import import_tensorflow
+
     quiet_tensorflow()
     from edge.keras_model import build_keras_model, load_keras_weights
     from edge.lowering import lowered_keras_weights
@@ -252,6 +256,7 @@ def convert(args: argparse.Namespace) -> dict:
     artifact = out_dir / f"{name}_{precision.value}.tflite"
 
     with stages.stage(f"build Keras model ({'edge form' if lowered else 'stock graph'})"):
+        import_tensorflow()
         reference = build_keras_model(cfg, classifier_activation=None)
         load_keras_weights(reference, weights)
         model = reference

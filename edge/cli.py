@@ -13,7 +13,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, P
 
 
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+    # progress and notes go to stdout; stderr is kept for the one-line error of a failed run
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stdout)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

@@ -52,9 +52,9 @@ def _const_layers():
 
 
 def _layers():
-    from keras import layers
+    from edge.quiet import import_tensorflow
 
-    return layers
+    return import_tensorflow().layers
 
 
 def _bn(x, name):
@@ -281,8 +281,10 @@ def build_keras_model(config: NASNetConfig, include_top: bool = True, input_size
 
 
 def _build_keras_model(config, include_top, input_size, classifier_activation, name):
-    import keras
-    from keras import layers
+    from edge.quiet import import_tensorflow
+
+    keras = import_tensorflow()
+    layers = keras.layers
 
     size = input_size or config.input_size
     specs = config.cells(size)
@@ -361,8 +363,10 @@ def build_keras_parts(config: NASNetConfig, lowered: Lowering | bool | None = No
     the first, ``p``), and layer names identical to the whole model's, so the same weights load.
     """
     global _LOWERING
-    import keras
-    from keras import layers
+    from edge.quiet import import_tensorflow
+
+    keras = import_tensorflow()
+    layers = keras.layers
 
     from edge.lowering import EDGE
 

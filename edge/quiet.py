@@ -59,3 +59,21 @@ def captured_fds(enabled: bool = True):
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+def import_tensorflow():
+    """Import TensorFlow and Keras with their native start-up banner (absl/oneDNN notes) kept off stderr.
+
+    TF 2.21 prints those lines before any log level applies (TF_CPP_MIN_LOG_LEVEL does not stop them),
+    and they would break one-line error messages. Returns the keras module.
+    """
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        quiet_tensorflow()
+        with captured_fds():
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+    import keras
+
+    return keras

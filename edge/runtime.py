@@ -135,10 +135,13 @@ class LiteRTRunner(Runner):
         Interpreter, OpResolverType = _litert()
         resolver = (OpResolverType.AUTO if self.delegate is Delegate.XNNPACK
                     else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        from edge.quiet import captured_fds
+
         try:
-            self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads,
-                                           experimental_op_resolver_type=resolver)
-            self.interpreter.allocate_tensors()
+            with captured_fds():  # LiteRT's native INFO/ERROR lines; failures are reported below
+                self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads,
+                                               experimental_op_resolver_type=resolver)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.path}: LiteRT cannot load it ({str(e).splitlines()[0][:120]}); "
                              "is it a complete .tflite file?") from None
@@ -199,9 +202,12 @@ class ExecuTorchRunner(Runner):
         # ExecuTorch's XNNPACK thread pool ignores torch.set_num_threads: size it explicitly.
         if portable_lib._threadpool_get_thread_count() != threads:
             portable_lib._unsafe_reset_threadpool(threads)
+        from edge.quiet import captured_fds
+
         try:
-            program = Runtime.get().load_program(self.path)
-            self.method = program.load_method("forward")
+            with captured_fds():  # the runtime's native cpuinfo/XNNPACK log lines
+                program = Runtime.get().load_program(self.path)
+                self.method = program.load_method("forward")
         except Exception as e:  # the pybindings raise RuntimeError/ValueError with C++ status text
             raise ModelError(f"{self.path}: ExecuTorch cannot load it ({str(e).splitlines()[0][:120]}); "
                              "is it a complete .pte file made for this ExecuTorch version?") from None

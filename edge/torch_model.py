@@ -378,8 +378,9 @@ class Cell(nn.Module):
             right = self.ops[2 * b + 1](states[g.inputs[2 * b + 1]])
             states.append(left + right if g.combine is Combine.ADD else torch.cat([left, right], dim=1))
         outs = [states[i] for i in g.concat]
-        if self.split_concat:  # edge form: XNNPACK concatenates at most 5 inputs per node
-            outs = [grp[0] if len(grp) == 1 else torch.cat(grp, dim=1) for grp in split_for_concat(outs)]
+        groups = split_for_concat(outs) if self.split_concat else [outs]
+        if len(groups) > 1:  # edge form: XNNPACK concatenates at most 5 inputs per node
+            outs = [grp[0] if len(grp) == 1 else torch.cat(grp, dim=1) for grp in groups]
         return torch.cat(outs, dim=1)
 
 

@@ -63,7 +63,9 @@ def sample_images_dir() -> Path:
 
 def reference_model(src, input_size: int, include_top: bool):
     """keras.applications.NASNetMobile holding the same weights (Keras' own loader for .h5)."""
-    import keras
+    from edge.quiet import import_tensorflow
+
+    keras = import_tensorflow()
 
     from edge.keras_model import load_keras_weights
 
@@ -90,14 +92,16 @@ def reference_model(src, input_size: int, include_top: bool):
 
 
 def verify(weights: str, images: Path | None = None, input_size: int = 224, limit: int = 0) -> VerifyResult:
-    import keras
-    import torch
-
-    from edge.keras_model import build_keras_model, cell_output_names, load_keras_weights
     from edge.models import load_torch_model, resolve_weights
     from edge.preprocessing import list_images, preprocess_batch
 
-    src = resolve_weights(weights)
+    src = resolve_weights(weights)  # bad files fail here, before the heavy imports
+    import torch
+
+    from edge.keras_model import build_keras_model, cell_output_names, load_keras_weights
+    from edge.quiet import import_tensorflow
+
+    keras = import_tensorflow()
     has_top = src.keras_weights is None or "predictions" in src.keras_weights
     include_top = has_top and input_size == src.config.input_size
     files = list_images(images or sample_images_dir())
