@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,22 +130,38 @@ def export_program(model, example, precision: Precision, calibration: np.ndarray
     with quiet_executorch_import():
         from executorch.exir import to_edge_transform_and_lower
 
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[name] = round(now - t, 2)
+        t = now
+
     if precision is Precision.FP16:
         model = _half_wrapper(model)
     ep = torch.export.export(model, (example,), strict=False)
+    lap("torch.export")
     if precision is Precision.INT8:
         with quiet_executorch_import():
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         quantizer = nasnet_xnnpack_quantizer()
         prepared = prepare_pt2e(ep.module(), quantizer)
+        lap("prepare_pt2e")
         with torch.no_grad():
             for x in tqdm(calibration, desc="calibrate", unit="img", disable=not progress, leave=False):
                 prepared(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])))
+        lap("calibrate")
         quantized = convert_pt2e(prepared)
+        lap("convert_pt2e")
         ep = torch.export.export(quantized, (example,), strict=False)
+        lap("torch.export (quantized)")
     with why_not_partitioned() as reasons:
         edge = to_edge_transform_and_lower(ep, partitioner=[partitioner_for(backend)])
+    lap("to_edge_transform_and_lower")
     edge._nasnet_why = reasons  # the partitioner's own reasons, for the delegation report
+    edge._nasnet_timings = timings
     return edge
 
 
@@ -289,7 +306,8 @@ def convert(args: argparse.Namespace) -> dict:
                         "images_folder": str(args.validation) if args.validation else "package samples"}
                        if val else {"skipped": f"the {args.backend} delegate does not run on this machine"}),
         "delegation": delegation, "size_bytes": artifact.stat().st_size, "sha256": sha256(artifact),
-        "tools": tool_versions("executorch", "torch", "torchao", "numpy"), "stage_seconds": stages.timings,
+        "tools": tool_versions("executorch", "torch", "torchao", "numpy"),
+        "stage_seconds": {**stages.timings, "export_breakdown": getattr(edge, "_nasnet_timings", {})},
     }
     if threshold is not None and val:
         manifest["validation"]["fail_under_agreement"] = threshold

@@ -265,7 +265,7 @@ def convert(args: argparse.Namespace) -> dict:
             from edge.lowering import EDGE, EDGE_FLOAT
 
             lowering = EDGE if precision is Precision.INT8 else EDGE_FLOAT
-            model_weights = lowered_keras_weights(weights, cfg)
+            model_weights = lowered_keras_weights(weights, cfg, lowering)
             model = build_keras_model(cfg, classifier_activation=None, lowered=lowering)
             load_keras_weights(model, model_weights)
         ref_logits = np.asarray(reference.predict(validation.batch, verbose=0, batch_size=16))

@@ -37,11 +37,14 @@ class FrameSource:
 
         from edge.preprocessing import list_images
 
+        from edge.quiet import captured_fds
+
         self.spec, self.realtime, self.files, self.cap = spec, realtime, None, None
         self.fps = 30.0
         path = Path(spec)
         if spec.isdigit():
-            self.cap = cv2.VideoCapture(int(spec))
+            with captured_fds():  # OpenCV's V4L2/FFmpeg warnings; the error below says what happened
+                self.cap = cv2.VideoCapture(int(spec))
             if not self.cap.isOpened():
                 raise SourceError(f"camera {spec} not found or busy; list cameras with `v4l2-ctl --list-devices` "
                                   "or pass --source FILE.mp4")
@@ -51,7 +54,8 @@ class FrameSource:
             if not self.files:
                 raise SourceError(f"{path}: folder has no images")
         elif "://" in spec or path.is_file():
-            self.cap = cv2.VideoCapture(spec)
+            with captured_fds():
+                self.cap = cv2.VideoCapture(spec)
             if not self.cap.isOpened():
                 raise SourceError(f"{spec}: cannot open as a video or stream (unsupported codec or unreachable)")
             fps = self.cap.get(cv2.CAP_PROP_FPS)

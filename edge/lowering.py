@@ -122,15 +122,19 @@ def pack_factorized(k1: np.ndarray, k2: np.ndarray) -> np.ndarray:
     return fused
 
 
-def lowered_keras_weights(weights: KerasWeights, config: NASNetConfig) -> KerasWeights:
-    """The Keras-layout weights of the edge form, from those of the reference network."""
+def lowered_keras_weights(weights: KerasWeights, config: NASNetConfig, lowering: "Lowering | None" = None
+                          ) -> KerasWeights:
+    """The Keras-layout weights of the edge form (``lowering``, default all rewrites), from the reference's."""
+    lowering = lowering or Lowering()
     out = dict(weights)
-    for n1, n2, fused in factorized_names(config):
-        if n1 in out:
-            out[fused] = [pack_factorized(out.pop(n1)[0], out.pop(n2)[0])]
-    for name in [n for n, a in out.items() if n.startswith("separable_conv_") and len(a) == 2 and
-                 a[0].ndim == 4 and needs_split(a[0].shape[0])]:
-        out.update(split_separable_weights(name, out.pop(name)))
+    if lowering.fuse_factorized:
+        for n1, n2, fused in factorized_names(config):
+            if n1 in out:
+                out[fused] = [pack_factorized(out.pop(n1)[0], out.pop(n2)[0])]
+    if lowering.split_large_dwconv:
+        for name in [n for n, a in out.items() if n.startswith("separable_conv_") and len(a) == 2 and
+                     a[0].ndim == 4 and needs_split(a[0].shape[0])]:
+            out.update(split_separable_weights(name, out.pop(name)))
     return out
 
 

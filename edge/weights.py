@@ -24,6 +24,7 @@ KERAS_WEIGHT_ORDER = {
     "separable": ("depthwise_kernel", "pointwise_kernel"),
     "bn": ("gamma", "beta", "moving_mean", "moving_variance"),
     "dense": ("kernel", "bias"),
+    "depthwise": ("depthwise_kernel",),
 }
 
 OFFICIAL_FILES = {
@@ -115,7 +116,8 @@ def keras_model_weights(model) -> KerasWeights:
 
 def keras_layer_kind(layer) -> str:
     cls = type(layer).__name__
-    return {"Conv2D": "conv", "SeparableConv2D": "separable", "BatchNormalization": "bn", "Dense": "dense"}[cls]
+    return {"Conv2D": "conv", "SeparableConv2D": "separable", "BatchNormalization": "bn", "Dense": "dense",
+            "DepthwiseConv2D": "depthwise"}[cls]
 
 
 def save_keras_model_as_h5(model, path: str | os.PathLike, **kw) -> None:

@@ -92,6 +92,7 @@ def sshd(tmp_path_factory):
         StrictModes no
         UsePAM no
         PidFile {d / 'sshd.pid'}
+        Subsystem sftp /usr/lib/openssh/sftp-server
         """))
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
     proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)

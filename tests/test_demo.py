@@ -32,12 +32,13 @@ def parachute_video(tmp_path_factory) -> Path:
 def test_demo_classifies_a_video_headless_and_writes_the_summary(parachute_video, tmp_path):
     out_json = tmp_path / "demo.json"
     out_mp4 = tmp_path / "annotated.mp4"
+    # --realtime: the file is delivered at its 30 fps like a camera, so most frames get classified
     r = run_module("edge.demo", "--source", parachute_video, "--headless", "--json", out_json, "--output", out_mp4,
-                   "--max-frames", "60")
+                   "--max-frames", "60", "--realtime")
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out_json.read_text())
     s = res["summary"]
-    assert s["frames_read"] == 60 and s["frames_classified"] >= 1
+    assert s["frames_read"] == 60 and s["frames_classified"] >= 20
     assert s["frames_classified"] + s["frames_dropped"] == s["frames_read"]
     assert s["most_frequent_label"] == "parachute", s
     assert res["timeline"][0].keys() == {"frame", "label", "probability"}
