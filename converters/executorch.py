@@ -213,7 +213,7 @@ def delegation_report(edge) -> dict:
             delegates += 1
         elif name != "getitem":
             outside[name.replace(".default", "")] += 1
-    why = getattr(edge, "_nasnet_why", None) or {}
+    why = collections.Counter(getattr(edge, "_nasnet_why", None) or {})
     return {"partitions": delegates, "outside_ops": sum(outside.values()), "outside": dict(outside.most_common()),
             "why_not_delegated": dict(why.most_common(20)) if outside else {}}
 
