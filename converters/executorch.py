@@ -237,6 +237,9 @@ def convert(args: argparse.Namespace) -> dict:
     from edge.weights import sha256
 
     precision = Precision(args.precision or "fp32")
+    if args.cells:
+        raise ConversionError("--cells is implemented for LiteRT only so far (python -m converters.tflite --cells); "
+                              "run without --cells")
     threshold = agreement_threshold(args.fail_under_agreement)
     out_dir = check_output_dir(args.output)
     lowered = not args.no_lowering

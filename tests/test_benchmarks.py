@@ -37,6 +37,11 @@ def test_local_benchmark_writes_json_markdown_and_plot(tflite_int8, tflite_fp32,
     assert res["ratios"] and all("ci95" in q for q in res["ratios"])
     assert (out / "results.md").read_text().count("| local |") == 6
     assert (out / "latency.png").stat().st_size > 1000
+    # comparing a result with itself: every ratio is 1 and the interval says "no measurable change"
+    r = run_module("benchmarks.compare", out / "results.json", out / "results.json")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("no measurable change") == 4 and "| 1.000 |" in r.stdout
+    assert_one_line_error(run_module("benchmarks.compare", out / "results.md", out / "results.json"))
 
 
 def test_per_cell_benchmark_table_and_chart(tflite_int8, tflite_dir, tmp_path):
