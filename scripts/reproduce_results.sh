@@ -17,19 +17,20 @@ cp "$A/fp32/nasnet_mobile_edge_fp32.tflite"* "$A/int8/nasnet_mobile_edge_int8.tf
 python -m converters.executorch --precision fp32 --output "$A"
 python -m converters.executorch --int8 --output "$A"
 python -m converters.executorch --precision fp32 --no-lowering --output "$A"
-cp "$A"/*.json "$R/" 2>/dev/null || true
 
 python -m benchmarks.run "$A"/nasnet_mobile_stock_fp32.tflite "$A"/nasnet_mobile_stock_int8.tflite \
     "$A"/nasnet_mobile_edge_fp32.tflite "$A"/nasnet_mobile_edge_int8.tflite \
     "$A"/nasnet_mobile_stock_xnnpack_fp32.pte "$A"/nasnet_mobile_edge_xnnpack_fp32.pte \
-    "$A"/nasnet_mobile_edge_xnnpack_int8.pte default \
-    --threads 1,2 --delegate xnnpack,gpu --runs 60 --rounds 6 --baseline stock_fp32 --name "stock vs lowered" \
+    "$A"/nasnet_mobile_edge_xnnpack_int8.pte \
+    --threads 1 --delegate xnnpack,gpu --runs 40 --rounds 5 --baseline stock_fp32.tflite \
+    --name "stock vs lowered, default model" \
     --output "$R/benchmark" --quiet
 python -m benchmarks.run --cells "$A/fp32/cells" --cells "$A/int8/cells" --runs 40 --rounds 4 --output "$R/cells" --quiet
 
-python -m benchmarks.accuracy --data "$DATA/imagenette/val" --model default \
+python -m benchmarks.accuracy --data "$DATA/imagenette/val" --model default --json "$R/accuracy_default_torch.json" --quiet
+python -m benchmarks.accuracy --data "$DATA/imagenette/val" \
     --model "$A"/nasnet_mobile_edge_fp32.tflite --model "$A"/nasnet_mobile_edge_int8.tflite \
     --model "$A"/nasnet_mobile_stock_int8.tflite --model "$A"/nasnet_mobile_edge_xnnpack_int8.pte \
-    --json "$R/accuracy.json" --quiet
+    --json "$R/accuracy_artifacts.json" --quiet
 
-python -m edge.demo --source "$DATA/video/bottle-detection.mp4" --headless --json "$R/demo_bottles.json"
+python -m edge.demo --source "$DATA/video/bottle-detection.mp4" --headless --threads 1 --json "$R/demo_bottles.json"

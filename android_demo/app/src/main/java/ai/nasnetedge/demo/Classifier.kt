@@ -5,8 +5,8 @@ import ai.nasnetedge.core.FrameProcessor
 import ai.nasnetedge.core.Json
 import ai.nasnetedge.core.Preprocessing
 import android.content.Context
-import com.google.ai.edge.litert.Interpreter
-import com.google.ai.edge.litert.gpu.GpuDelegate
+import org.tensorflow.lite.Interpreter
+import org.tensorflow.lite.gpu.GpuDelegate
 import org.pytorch.executorch.EValue
 import org.pytorch.executorch.Module
 import org.pytorch.executorch.Tensor
