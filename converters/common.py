@@ -212,3 +212,20 @@ def validation_table(rows: list[tuple[str, dict]]) -> str:
         lines.append(f"| {name} | {v['images']} | {100 * v['top1_agreement']:.1f}% | {v['max_abs_prob_diff']:.2e} | "
                      f"{v['mean_kl']:.2e} | {v['logit_sqnr_db']:.1f} |")
     return "\n".join(lines)
+
+
+def converter_main(build_parser, convert, argv: list[str] | None = None) -> int:
+    """Shared entry point of the converters: run ``convert``, then apply the --fail-under-agreement gate."""
+    from edge.cli import run_cli
+
+    args = build_parser().parse_args(argv)
+
+    def go() -> int:
+        v = convert(args)["validation"]
+        if v.get("passed") is False:
+            print(f"error: top-1 agreement {100 * v['top1_agreement']:.1f}% is below "
+                  f"--fail-under-agreement {100 * v['fail_under_agreement']:.1f}%", file=sys.stderr)
+            return 1
+        return 0
+
+    return run_cli(go, verbose=args.verbose)

@@ -326,20 +326,9 @@ def convert(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge.cli import run_cli
+    from converters.common import converter_main
 
-    args = build_parser().parse_args(argv)
-
-    def go() -> int:
-        manifest = convert(args)
-        v = manifest["validation"]
-        if v.get("passed") is False:
-            print(f"error: top-1 agreement {100 * v['top1_agreement']:.1f}% is below "
-                  f"--fail-under-agreement {100 * v['fail_under_agreement']:.1f}%", file=sys.stderr)
-            return 1
-        return 0
-
-    return run_cli(go, verbose=args.verbose)
+    return converter_main(build_parser, convert, argv)
 
 
 if __name__ == "__main__":
