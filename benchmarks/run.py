@@ -62,6 +62,13 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (all cases loaded until now share one process)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def runtime_of(model: str, runtime: str | None = None) -> str:
     if runtime:
         return runtime
@@ -150,6 +157,7 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
         c.x = preprocess(image, c.runner.preprocessing)[None]
         c.first_ms = time_once(c.runner, c.x)
         c.rss_mb = rss_mb() - before
+        c.meta["process_peak_rss_mb"] = peak_rss_mb()
         for _ in range(warmup):
             time_once(c.runner, c.x)
         live.append(c)
@@ -202,6 +210,7 @@ def case_record(c: Case) -> dict:
         rec["reason"] = c.reason
         return rec
     rec.update({"load_ms": c.load_ms, "first_ms": c.first_ms, "rss_growth_mb": round(c.rss_mb, 1),
+                "process_peak_rss_mb": round(c.meta.get("process_peak_rss_mb", 0.0), 1),
                 "latency_ms": summarize(c.times) if c.times else None, "times_ms": [round(t, 4) for t in c.times]})
     return rec
 

@@ -32,6 +32,7 @@ def test_local_benchmark_writes_json_markdown_and_plot(tflite_int8, tflite_fp32,
     for x in ok:
         assert x["latency_ms"]["n"] == 6 and x["latency_ms"]["median"] > 0 and x["load_ms"] > 0
         assert {"median", "p90", "p99", "mean", "std", "min"} <= set(x["latency_ms"])
+        assert x["process_peak_rss_mb"] > 0 and x["size_bytes"] > 0
     gpu = [x for x in res["results"] if x["delegate"] == "gpu"]
     assert gpu and all(x["status"] == "unavailable" and "GPU" in x["reason"] for x in gpu)
     assert res["ratios"] and all("ci95" in q for q in res["ratios"])
