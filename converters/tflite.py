@@ -32,10 +32,6 @@ from edge.runtime import TFLITE_METADATA_NAME, LiteRTRunner
 log = logging.getLogger(__name__)
 
 
-class IOType(str):
-    pass
-
-
 IO_TYPES = ("int8", "uint8", "float")
 
 
