@@ -5,7 +5,9 @@ import ai.nasnetedge.core.FrameProcessor
 import ai.nasnetedge.core.Json
 import ai.nasnetedge.core.Preprocessing
 import android.content.Context
+import org.tensorflow.lite.DataType
 import org.tensorflow.lite.Interpreter
+import org.tensorflow.lite.gpu.CompatibilityList
 import org.tensorflow.lite.gpu.GpuDelegate
 import org.pytorch.executorch.EValue
 import org.pytorch.executorch.Module
@@ -21,6 +23,8 @@ enum class Backend(val title: String) { LITERT_XNNPACK("LiteRT XNNPACK"), LITERT
 /** A converted model plus what the toolkit wrote about it: labels and preprocessing come from the
  *  manifest (beside the .pte) or from the metadata embedded in the .tflite, never from constants. */
 interface Classifier : AutoCloseable {
+    /** What actually runs the model (the GPU choice falls back to XNNPACK where LiteRT does not support it). */
+    val engine: String
     val labels: List<String>
     val preprocessing: Preprocessing
     fun logits(input: FloatArray): FloatArray
@@ -30,30 +34,46 @@ class LiteRtClassifier(model: File, threads: Int, gpu: Boolean) : Classifier {
     private val manifest = embeddedManifest(model)
     override val labels = Json.stringArray(manifest, "labels")
     override val preprocessing = Preprocessing.fromManifest(manifest)
-    private val gpuDelegate = if (gpu) GpuDelegate() else null
-    private val interpreter = Interpreter(model, Interpreter.Options().apply {
-        setNumThreads(threads)
-        setUseXNNPACK(!gpu)
-        gpuDelegate?.let { addDelegate(it) }
-    })
-    private val input = interpreter.getInputTensor(0)
-    private val output = interpreter.getOutputTensor(0)
+    // The GPU delegate only where LiteRT's compatibility list allows it, with the options it picks for
+    // this device; elsewhere the model runs on XNNPACK. LiteRT 2.x runs the Interpreter API on the CPU
+    // only, hence the 1.4.x artifacts (see app/build.gradle.kts).
+    private val gpuDelegate: GpuDelegate? = if (gpu) {
+        CompatibilityList().use { list ->
+            if (list.isDelegateSupportedOnThisDevice) GpuDelegate(list.bestOptionsForThisDevice) else null
+        }
+    } else null
+    override val engine = when {
+        gpuDelegate != null -> "LiteRT GPU"
+        gpu -> "LiteRT XNNPACK (no GPU delegate here)"
+        else -> "LiteRT XNNPACK"
+    }
+    private val interpreter: Interpreter = try {
+        Interpreter(model, Interpreter.Options().apply {
+            setNumThreads(threads)
+            setUseXNNPACK(gpuDelegate == null)
+            gpuDelegate?.let { addDelegate(it) }
+        })
+    } catch (e: Exception) {
+        gpuDelegate?.close()
+        throw e
+    }
+    private val inTensor = interpreter.getInputTensor(0)
+    private val outTensor = interpreter.getOutputTensor(0)
 
     override fun logits(input: FloatArray): FloatArray {
-        val inBuf: ByteBuffer
-        if (this.input.dataType().name == "INT8") {
-            val q = this.input.quantizationParams()
-            inBuf = ByteBuffer.wrap(FrameProcessor.quantize(input, q.scale, q.zeroPoint))
+        val inBuf: ByteBuffer = if (inTensor.dataType() == DataType.INT8) {
+            val q = inTensor.quantizationParams()
+            ByteBuffer.wrap(FrameProcessor.quantize(input, q.scale, q.zeroPoint))
         } else {
-            inBuf = ByteBuffer.allocateDirect(input.size * 4).order(ByteOrder.nativeOrder())
-            inBuf.asFloatBuffer().put(input)
+            ByteBuffer.allocateDirect(input.size * 4).order(ByteOrder.nativeOrder()).also { it.asFloatBuffer().put(input) }
         }
-        val n = output.shape()[1]
-        return if (output.dataType().name == "INT8") {
-            val out = ByteArray(n)
+        val n = outTensor.shape()[1]
+        // an array output must have exactly the tensor's shape, [1, n]
+        return if (outTensor.dataType() == DataType.INT8) {
+            val out = Array(1) { ByteArray(n) }
             interpreter.run(inBuf, out)
-            val q = output.quantizationParams()
-            Classification.dequantize(out, q.scale, q.zeroPoint)
+            val q = outTensor.quantizationParams()
+            Classification.dequantize(out[0], q.scale, q.zeroPoint)
         } else {
             val out = Array(1) { FloatArray(n) }
             interpreter.run(inBuf, out)
@@ -74,13 +94,21 @@ class LiteRtClassifier(model: File, threads: Int, gpu: Boolean) : Classifier {
             for (i in 0 until bytes.size - 4) {
                 if (bytes[i] == 0x50.toByte() && bytes[i + 1] == 0x4B.toByte() && bytes[i + 2] == 3.toByte() &&
                     bytes[i + 3] == 4.toByte()) {
-                    ZipInputStream(bytes.inputStream(i, bytes.size - i)).use { zip ->
-                        var e = zip.nextEntry
-                        while (e != null) {
-                            if (e.name == "manifest.json") return zip.readBytes().toString(Charsets.UTF_8)
-                            e = zip.nextEntry
+                    // the signature can also occur by chance inside the flatbuffer: skip what is no zip
+                    val found = try {
+                        ZipInputStream(bytes.inputStream(i, bytes.size - i)).use { zip ->
+                            var e = zip.nextEntry
+                            var text: String? = null
+                            while (e != null && text == null) {
+                                if (e.name == "manifest.json") text = zip.readBytes().toString(Charsets.UTF_8)
+                                e = zip.nextEntry
+                            }
+                            text
                         }
+                    } catch (e: java.io.IOException) {
+                        null
                     }
+                    if (found != null) return found
                 }
             }
             throw IllegalArgumentException("${model.name}: no toolkit manifest inside; convert it with converters.tflite")
@@ -88,11 +116,13 @@ class LiteRtClassifier(model: File, threads: Int, gpu: Boolean) : Classifier {
     }
 }
 
-class ExecuTorchClassifier(model: File) : Classifier {
+class ExecuTorchClassifier(model: File, threads: Int) : Classifier {
     private val manifest = File(model.path + ".json").readText()
+    override val engine = "ExecuTorch XNNPACK"
     override val labels = Json.stringArray(manifest, "labels")
     override val preprocessing = Preprocessing.fromManifest(manifest)
-    private val module = Module.load(model.path)
+    // memory-mapped; numThreads sizes the XNNPACK thread pool (0 would mean the runtime's default)
+    private val module = Module.load(model.path, Module.LOAD_MODE_MMAP, threads)
 
     override fun logits(input: FloatArray): FloatArray {
         // the toolkit's .pte takes NCHW float; the core module produces NHWC
@@ -106,8 +136,14 @@ class ExecuTorchClassifier(model: File) : Classifier {
     override fun close() = module.destroy()
 }
 
+/** Copies an asset to internal storage once (LiteRT and ExecuTorch load models from a file path). */
 fun copyAsset(context: Context, name: String): File {
     val f = File(context.filesDir, name)
-    if (!f.exists()) context.assets.open(name).use { input -> f.outputStream().use { input.copyTo(it) } }
+    if (!f.exists()) {
+        // through a temporary file, so that an interrupted copy never leaves a truncated model behind
+        val tmp = File(context.filesDir, "$name.part")
+        context.assets.open(name).use { input -> tmp.outputStream().use { input.copyTo(it) } }
+        check(tmp.renameTo(f)) { "cannot move $tmp to $f" }
+    }
     return f
 }

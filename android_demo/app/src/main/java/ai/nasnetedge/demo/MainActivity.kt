@@ -12,6 +12,7 @@ import android.widget.AdapterView
 import android.widget.ArrayAdapter
 import android.widget.Spinner
 import android.widget.TextView
+import androidx.activity.result.contract.ActivityResultContracts
 import androidx.appcompat.app.AppCompatActivity
 import androidx.camera.core.CameraSelector
 import androidx.camera.core.ImageAnalysis
@@ -19,7 +20,6 @@ import androidx.camera.core.ImageProxy
 import androidx.camera.core.Preview
 import androidx.camera.lifecycle.ProcessCameraProvider
 import androidx.camera.view.PreviewView
-import androidx.core.app.ActivityCompat
 import androidx.core.content.ContextCompat
 import java.util.concurrent.Executors
 
@@ -28,9 +28,10 @@ import java.util.concurrent.Executors
  * the preview never lags), frame processing in the plain-Kotlin core module, LiteRT or ExecuTorch
  * inference, top-3 labels with smoothing, inference time and FPS, and a runtime/delegate/threads switch.
  *
- * Models: copy `nasnet_mobile_edge_int8.tflite` (from `python -m converters.tflite --int8`) and
- * `nasnet_mobile_edge_xnnpack_int8.pte` + its `.json` (from `python -m converters.executorch --int8`)
- * into app/src/main/assets/.
+ * Models: copy `nasnet_mobile_edge_int8.tflite` (from `python -m converters.tflite --int8`, for XNNPACK),
+ * `nasnet_mobile_edge_fp32.tflite` (from `python -m converters.tflite --precision fp32`, for the GPU
+ * delegate) and `nasnet_mobile_edge_xnnpack_int8.pte` + its `.json` (from
+ * `python -m converters.executorch --int8`) into app/src/main/assets/.
  */
 class MainActivity : AppCompatActivity() {
     private val analysisExecutor = Executors.newSingleThreadExecutor()
@@ -42,6 +43,11 @@ class MainActivity : AppCompatActivity() {
     private var windowStart = SystemClock.elapsedRealtime()
     private lateinit var results: TextView
     private lateinit var timing: TextView
+    // the runtime camera permission, through the Activity Result API (replaces the deprecated
+    // requestPermissions / onRequestPermissionsResult pair)
+    private val cameraPermission = registerForActivityResult(ActivityResultContracts.RequestPermission()) { granted ->
+        if (granted) startCamera() else results.setText(R.string.no_permission)
+    }
 
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
@@ -52,13 +58,8 @@ class MainActivity : AppCompatActivity() {
         if (ContextCompat.checkSelfPermission(this, Manifest.permission.CAMERA) == PackageManager.PERMISSION_GRANTED) {
             startCamera()
         } else {
-            ActivityCompat.requestPermissions(this, arrayOf(Manifest.permission.CAMERA), 1)
+            cameraPermission.launch(Manifest.permission.CAMERA)
         }
-    }
-
-    override fun onRequestPermissionsResult(code: Int, permissions: Array<out String>, grants: IntArray) {
-        super.onRequestPermissionsResult(code, permissions, grants)
-        if (grants.firstOrNull() == PackageManager.PERMISSION_GRANTED) startCamera() else results.setText(R.string.no_permission)
     }
 
     private fun setupSwitches() {
@@ -72,15 +73,23 @@ class MainActivity : AppCompatActivity() {
         threadSpinner.onItemSelectedListener = listener { threads = threadChoices[it]; reload() }
     }
 
+    /** Swaps the model on the analysis thread: the GPU delegate must be created, used and closed on one thread. */
     private fun reload() = analysisExecutor.execute {
         classifier?.close()
-        classifier = when (backend) {
-            Backend.LITERT_XNNPACK -> LiteRtClassifier(copyAsset(this, "nasnet_mobile_edge_int8.tflite"), threads, false)
-            Backend.LITERT_GPU -> LiteRtClassifier(copyAsset(this, "nasnet_mobile_edge_fp32.tflite"), threads, true)
-            Backend.EXECUTORCH -> {
-                copyAsset(this, "nasnet_mobile_edge_xnnpack_int8.pte.json")
-                ExecuTorchClassifier(copyAsset(this, "nasnet_mobile_edge_xnnpack_int8.pte"))
+        classifier = null
+        classifier = try {
+            when (backend) {
+                Backend.LITERT_XNNPACK -> LiteRtClassifier(copyAsset(this, "nasnet_mobile_edge_int8.tflite"), threads, false)
+                Backend.LITERT_GPU -> LiteRtClassifier(copyAsset(this, "nasnet_mobile_edge_fp32.tflite"), threads, true)
+                Backend.EXECUTORCH -> {
+                    copyAsset(this, "nasnet_mobile_edge_xnnpack_int8.pte.json")
+                    ExecuTorchClassifier(copyAsset(this, "nasnet_mobile_edge_xnnpack_int8.pte"), threads)
+                }
             }
+        } catch (e: Exception) {
+            // a missing asset or a model the runtime rejects: say so instead of crashing the app
+            runOnUiThread { results.text = "${backend.title}: ${e.message ?: e.javaClass.simpleName}" }
+            null
         }
         smoother = Smoother(0.6f)
     }
@@ -114,7 +123,13 @@ class MainActivity : AppCompatActivity() {
                 u.pixelStride, it.imageInfo.rotationDegrees, model.preprocessing
             )
             val t1 = SystemClock.elapsedRealtimeNanos()
-            val probs = smoother.update(Classification.softmax(model.logits(input)))
+            val logits = try {
+                model.logits(input)
+            } catch (e: Exception) {
+                runOnUiThread { results.text = "${model.engine}: ${e.message ?: e.javaClass.simpleName}" }
+                return
+            }
+            val probs = smoother.update(Classification.softmax(logits))
             val t2 = SystemClock.elapsedRealtimeNanos()
             val top = Classification.topK(probs, model.labels, 3)
             frames++
@@ -124,7 +139,7 @@ class MainActivity : AppCompatActivity() {
             runOnUiThread {
                 results.text = top.joinToString("\n") { p -> "%s  %.1f%%".format(p.label, 100 * p.probability) }
                 timing.text = "%s, %d threads: inference %.1f ms, preprocessing %.1f ms, %.1f FPS".format(
-                    backend.title, threads, (t2 - t1) / 1e6, (t1 - t0) / 1e6, fps)
+                    model.engine, threads, (t2 - t1) / 1e6, (t1 - t0) / 1e6, fps)
             }
         }
     }
