@@ -2,7 +2,9 @@
 
     python -m benchmarks.run --cells artifacts/cells [--threads 1] [--output DIR]
 
-Times every part (stem, each cell, head) with LiteRT + XNNPACK on inputs of its real shape, interleaved
+Times every part (stem, each cell, head) with LiteRT + XNNPACK (``.tflite`` parts from
+``converters.tflite --cells``) or ExecuTorch + XNNPACK (``.pte`` parts from ``converters.executorch
+--cells``) on inputs of its real shape, interleaved
 in rounds, and compares the sum of the parts with the whole model. Writes ``cells.json``, ``cells.md``
 and ``cells.png`` (a bar per part, normal and reduction cells coloured apart).
 """
@@ -17,6 +19,24 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.stats import summarize
+
+
+class ProgramPartRunner:
+    """An ExecuTorch per-cell program on random inputs of its (NCHW) shapes."""
+
+    def __init__(self, path: Path, threads: int, shapes: list[list[int]]):
+        import torch
+
+        from edge.runtime import ExecuTorchRunner
+
+        self.runner = ExecuTorchRunner(path, threads=threads)
+        g = torch.Generator().manual_seed(0)
+        self.inputs = tuple(torch.rand([1, *s], generator=g) * 2 - 1 for s in shapes)
+
+    def time(self) -> float:
+        t = time.perf_counter()
+        self.runner.method.execute(self.inputs)
+        return (time.perf_counter() - t) * 1000
 
 
 class PartRunner:
@@ -45,10 +65,11 @@ def benchmark_cells(folder: Path, threads: int = 1, runs: int = 30, rounds: int 
     manifest_path = folder / "cells.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{folder}: no cells.json here; export cells with "
-                                "python -m converters.tflite --cells")
+                                "python -m converters.tflite --cells (or converters.executorch --cells)")
     manifest = json.loads(manifest_path.read_text())
     parts = manifest["parts"]
-    runners = [PartRunner(folder / p["file"], threads) for p in parts]
+    runners = [ProgramPartRunner(folder / p["file"], threads, p["inputs"]) if p["file"].endswith(".pte")
+               else PartRunner(folder / p["file"], threads) for p in parts]
     for r in runners:
         for _ in range(warmup):
             r.time()
@@ -66,17 +87,21 @@ def benchmark_cells(folder: Path, threads: int = 1, runs: int = 30, rounds: int 
         kind = "reduction" if "reduction" in p["name"] else ("normal" if "normal" in p["name"] else p["name"])
         rows.append({"name": p["name"], "kind": kind, "macs": p["macs"], "median_ms": s["median"],
                      "latency_ms": s, "gmacs_per_s": p["macs"] / (s["median"] * 1e6),
-                     "partitions": p["delegation"]["partitions"], "fallback_ops": p["delegation"]["fallback_ops"]})
+                     "partitions": p["delegation"]["partitions"],
+                     # ops on LiteRT's own kernels / outside the ExecuTorch delegate
+                     "fallback_ops": p["delegation"].get("fallback_ops", p["delegation"].get("outside_ops"))})
     total = sum(r["median_ms"] for r in rows)
     by_kind: dict[str, float] = {}
     for r in rows:
         by_kind[r["kind"]] = by_kind.get(r["kind"], 0.0) + r["median_ms"]
-    return {"folder": str(folder), "precision": manifest["precision"], "lowered": manifest["lowered"],
+    return {"folder": str(folder), "runtime": "executorch" if parts[0]["file"].endswith(".pte") else "litert",
+            "precision": manifest["precision"], "lowered": manifest["lowered"],
             "threads": threads, "parts": rows, "sum_of_parts_ms": total, "by_kind_ms": by_kind}
 
 
 def cells_markdown(res: dict, whole_ms: float | None = None) -> str:
-    lines = [f"Per-cell latency ({res['precision']}, {'edge form' if res['lowered'] else 'stock'}, "
+    lines = [f"Per-cell latency ({res.get('runtime', 'litert')}, {res['precision']}, "
+             f"{'edge form' if res['lowered'] else 'stock'}, "
              f"{res['threads']} thread(s), medians)", "",
              "| part | MMACs | median ms | GMAC/s | partitions | fallback ops |", "|---|---|---|---|---|---|"]
     for r in res["parts"]:
@@ -103,7 +128,7 @@ def cells_plot(results: list[dict], path: Path) -> None:
         ax.barh(names, [r["median_ms"] for r in res["parts"]], color=[colors[r["kind"]] for r in res["parts"]])
         ax.invert_yaxis()
         ax.set_xlabel("median latency (ms)")
-        ax.set_title(f"{res['precision']} {'edge' if res['lowered'] else 'stock'}: sum {res['sum_of_parts_ms']:.1f} ms",
+        ax.set_title(f"{res.get('runtime', 'litert')} {res['precision']} {'edge' if res['lowered'] else 'stock'}: sum {res['sum_of_parts_ms']:.1f} ms",
                      fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

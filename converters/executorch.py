@@ -70,8 +70,8 @@ def _half_wrapper(model):
             super().__init__()
             self.m = m.half()
 
-        def forward(self, x):
-            return self.m(x.half()).float()
+        def forward(self, *xs):
+            return self.m(*(x.half() for x in xs)).float()
 
     return Half(model).eval()
 
@@ -121,9 +121,12 @@ def nasnet_xnnpack_quantizer():
     return quantizer
 
 
-def export_program(model, example, precision: Precision, calibration: np.ndarray | None, backend: str,
+def export_program(model, example: tuple, precision: Precision, calibration, backend: str,
                    progress: bool = True):
-    """(ExecuTorch program manager, edge program) for ``model``."""
+    """ExecuTorch edge program of ``model`` lowered to ``backend``.
+
+    ``example``: a tuple of input tensors; ``calibration`` (int8): a sequence of such tuples, one per image.
+    """
     import torch
     from tqdm import tqdm
 
@@ -141,7 +144,7 @@ def export_program(model, example, precision: Precision, calibration: np.ndarray
 
     if precision is Precision.FP16:
         model = _half_wrapper(model)
-    ep = torch.export.export(model, (example,), strict=False)
+    ep = torch.export.export(model, example, strict=False)
     lap("torch.export")
     if precision is Precision.INT8:
         with quiet_executorch_import():
@@ -150,12 +153,12 @@ def export_program(model, example, precision: Precision, calibration: np.ndarray
         prepared = prepare_pt2e(ep.module(), quantizer)
         lap("prepare_pt2e")
         with torch.no_grad():
-            for x in tqdm(calibration, desc="calibrate", unit="img", disable=not progress, leave=False):
-                prepared(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])))
+            for inputs in tqdm(calibration, desc="calibrate", unit="img", disable=not progress, leave=False):
+                prepared(*inputs)
         lap("calibrate")
         quantized = convert_pt2e(prepared)
         lap("convert_pt2e")
-        ep = torch.export.export(quantized, (example,), strict=False)
+        ep = torch.export.export(quantized, example, strict=False)
         lap("torch.export (quantized)")
     with why_not_partitioned() as reasons:
         edge = to_edge_transform_and_lower(ep, partitioner=[partitioner_for(backend)])
@@ -163,6 +166,71 @@ def export_program(model, example, precision: Precision, calibration: np.ndarray
     edge._nasnet_why = reasons  # the partitioner's own reasons, for the delegation report
     edge._nasnet_timings = timings
     return edge
+
+
+def image_tuples(batch: np.ndarray):
+    """NHWC float images -> a list of 1-tuples of NCHW tensors (the whole model's inputs)."""
+    import torch
+
+    return [(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])),) for x in batch]
+
+
+def write_program(edge, path: Path) -> None:
+    """Serialize to ``path`` through a temporary name (never a partial .pte)."""
+    program = edge.to_executorch()
+    tmp = path.with_name("." + path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            program.write_to_file(f)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def export_cells(model, precision: Precision, calibration: np.ndarray | None, backend: str, out_dir: Path,
+                 progress: bool = True, only: set[str] | None = None) -> dict:
+    """Every part (stem, cells, head) of ``model`` as its own ``.pte`` with its real input shapes.
+
+    int8 parts are calibrated on the activations the whole float network produces at that point for the
+    same calibration images, so each part gets the quantization it has inside the network. Writes
+    ``cells/cells.json`` (parts in order, NCHW input shapes, MACs, delegation) beside the artifacts.
+    ``only``: export just the parts with these names.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from edge.profile import part_macs
+    from edge.torch_model import part_feeds, torch_parts
+
+    cell_dir = out_dir / "cells"
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    size = model.config.input_size
+    with torch.no_grad():
+        example_feeds = part_feeds(model, torch.zeros(1, 3, size, size))
+        per_image = None
+        if calibration is not None:
+            per_image = [part_feeds(model, x) for (x,) in image_tuples(calibration)]
+    macs = {m["name"]: m for m in part_macs(model.config)}
+    listing = []
+    for k, (name, part) in enumerate(tqdm(torch_parts(model), desc="cells", unit="part", disable=not progress)):
+        if only is not None and name not in only:
+            continue
+        calib = [feeds[k] for feeds in per_image] if per_image is not None else None
+        edge = export_program(part, example_feeds[k], precision, calib, backend, progress=False)
+        path = cell_dir / f"{k:02d}_{name}_{backend}_{precision.value}.pte"
+        write_program(edge, path)
+        out = part(*example_feeds[k])
+        listing.append({"index": k, "name": name, "file": path.name,
+                        "inputs": [list(t.shape[1:]) for t in example_feeds[k]], "layout": "NCHW",
+                        "output": list(out.shape[1:]), "macs": macs[name]["macs"], "params": macs[name]["params"],
+                        "size_bytes": path.stat().st_size, "delegation": delegation_report(edge),
+                        "export_seconds": edge._nasnet_timings})
+    manifest = {"model": model.config.name, "backend": backend, "precision": precision.value,
+                "lowered": model.lowering is not None, "parts": listing,
+                "total_macs": sum(p["macs"] for p in listing)}
+    write_json_atomic(cell_dir / "cells.json", manifest)
+    return manifest
 
 
 class _WhyHandler(logging.Handler):
@@ -237,14 +305,11 @@ def convert(args: argparse.Namespace) -> dict:
     from edge.weights import sha256
 
     precision = Precision(args.precision or "fp32")
-    if args.cells:
-        raise ConversionError("--cells is implemented for LiteRT only so far (python -m converters.tflite --cells); "
-                              "run without --cells")
     threshold = agreement_threshold(args.fail_under_agreement)
     out_dir = check_output_dir(args.output)
     lowered = not args.no_lowering
     partitioner_for(args.backend)  # fail fast on a missing backend
-    stages = Stages(5)
+    stages = Stages(6 if args.cells else 5)
 
     with stages.stage("load weights and images"):
         src = resolve_weights(args.weights)
@@ -272,11 +337,11 @@ def convert(args: argparse.Namespace) -> dict:
 
     base = args.name or f"nasnet_mobile_{'edge' if lowered else 'stock'}"
     artifact = out_dir / f"{base}_{args.backend}_{precision.value}.pte"
-    example = torch.zeros(1, 3, cfg.input_size, cfg.input_size)
+    example = (torch.zeros(1, 3, cfg.input_size, cfg.input_size),)
 
     with stages.stage(f"export, {'quantize, ' if precision is Precision.INT8 else ''}lower to {args.backend}"):
-        edge = export_program(model, example, precision, calibration.batch if calibration is not None else None,
-                              args.backend)
+        edge = export_program(model, example, precision,
+                              image_tuples(calibration.batch) if calibration is not None else None, args.backend)
         delegation = delegation_report(edge)
     with stages.stage("serialize"):
         program = edge.to_executorch()
@@ -315,6 +380,12 @@ def convert(args: argparse.Namespace) -> dict:
     if threshold is not None and val:
         manifest["validation"]["fail_under_agreement"] = threshold
         manifest["validation"]["passed"] = val["top1_agreement"] >= threshold
+    if args.cells:
+        with stages.stage("per-cell export"):
+            cells = export_cells(model, precision, calibration.batch if calibration is not None else None,
+                                 args.backend, out_dir)
+        manifest["cells"] = {"folder": "cells", "manifest": "cells/cells.json", "count": len(cells["parts"]),
+                             "outside_ops": sum(c["delegation"]["outside_ops"] for c in cells["parts"])}
     write_json_atomic(artifact.with_name(artifact.name + ".json"), manifest)
 
     print()

@@ -224,6 +224,10 @@ class ExecuTorchRunner(Runner):
             outs.append(self.method.execute((t,))[0].numpy().reshape(-1))
         return np.stack(outs)
 
+    def execute(self, *inputs):
+        """Run the program's ``forward`` on raw tensors (e.g. a per-cell program's x and p, NCHW)."""
+        return [o.clone() for o in self.method.execute(tuple(inputs))]
+
     def describe(self) -> dict:
         return {**super().describe(), "delegate": "xnnpack", "threads": self.threads}
 

@@ -459,6 +459,22 @@ class NASNet(nn.Module):
         return missing
 
 
+def torch_parts(model: NASNet) -> list[tuple[str, nn.Module]]:
+    """The network cut at cell boundaries: [(name, module)] for stem, every cell, head (names as Keras')."""
+    return ([("stem", model.stem)] + [(spec.name, cell) for spec, cell in zip(model.specs, model.cells)]
+            + [("head", model.head)])
+
+
+def part_feeds(model: NASNet, x: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    """The inputs each part of :func:`torch_parts` receives inside the whole network, for input ``x``."""
+    outs = model.forward_features(x, return_cells=True)
+    feeds = [(x,)]
+    for i, src in enumerate(model._p_source):
+        feeds.append((outs[i],) if src is None else (outs[i], outs[src]))
+    feeds.append((outs[-1],))
+    return feeds
+
+
 def _p_sources(config: NASNetConfig, n_cells: int) -> list[int | None]:
     """Index (0 = stem output, i+1 = cell i output) of the p each cell reads, as Keras wires it."""
     sources: list[int | None] = []

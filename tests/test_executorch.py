@@ -68,3 +68,51 @@ def test_bad_inputs_give_one_line_errors(tmp_path, args):
     r = run_module("converters.executorch", "--output", tmp_path, *args)
     assert_one_line_error(r)
     assert not list(tmp_path.glob("*.pte"))
+
+
+def test_per_cell_programs_are_delegated_and_reproduce_the_network(tmp_path):
+    """`--cells` on a small NASNet-A (same genotypes, fewer filters): every part is its own fully delegated
+    program, and fp32 parts fed the whole network's activations give the whole network's activations. A
+    two-input cell exported int8 (calibrated on the network's activations there) stays close to them."""
+    import numpy as np
+    import torch
+
+    from converters.common import Precision
+    from converters.executorch import export_cells
+    from edge.config import nasnet_mobile
+    from edge.torch_model import build_torch_model, part_feeds, torch_parts
+
+    cfg = nasnet_mobile(num_classes=5).with_(penultimate_filters=96, num_blocks=1, stem_filters=8, input_size=48)
+    model = build_torch_model(cfg, lowered=True)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # realistic BatchNorm statistics (random init leaves mean 0 / var 1)
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.weight.uniform_(0.5, 1.5, generator=g)
+            bn.bias.normal_(0, 0.1, generator=g)
+            bn.running_mean.normal_(0, 0.2, generator=g)
+            bn.running_var.uniform_(0.5, 2.0, generator=g)
+    model.eval()
+    images = np.random.default_rng(0).uniform(-1, 1, (6, 48, 48, 3)).astype(np.float32)
+    x = torch.from_numpy(images[:1].transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        feeds = part_feeds(model, x)
+        expected = [part(*f) for (_, part), f in zip(torch_parts(model), feeds)]
+    assert torch.allclose(expected[-1], model(x), atol=1e-5)
+
+    listing = export_cells(model, Precision.FP32, None, "xnnpack", tmp_path / "fp32", progress=False)
+    names = [p["name"] for p in listing["parts"]]
+    assert names[0] == "stem" and names[-1] == "head" and len(names) == len(cfg.cells()) + 2
+    assert listing["parts"][2]["inputs"] == [list(feeds[2][0].shape[1:]), list(feeds[2][1].shape[1:])]
+    assert listing["total_macs"] > 0 and all(p["macs"] > 0 for p in listing["parts"])
+    for part, f, want in zip(listing["parts"], feeds, expected):
+        assert part["delegation"]["partitions"] == 1 and part["delegation"]["outside_ops"] == 0, part
+        got = ExecuTorchRunner(tmp_path / "fp32" / "cells" / part["file"]).execute(*f)[0]
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-4, rtol=1e-4), part["name"]
+
+    listing = export_cells(model, Precision.INT8, images, "xnnpack", tmp_path / "int8", progress=False,
+                           only={names[2]})
+    (part,) = listing["parts"]
+    assert part["index"] == 2 and part["delegation"]["outside_ops"] == 0, part
+    got = ExecuTorchRunner(tmp_path / "int8" / "cells" / part["file"]).execute(*feeds[2])[0]
+    sqnr = 10 * torch.log10(expected[2].pow(2).sum() / (expected[2] - got).pow(2).sum())
+    assert sqnr > 15, float(sqnr)
