@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="use only N train and N val images (quick runs)")
     p.add_argument("--max-steps", type=int, default=0, help="stop after N optimizer steps (tests)")
+    p.add_argument("--quant-aware", action="store_true",
+                   help="simulate int8 activations while training (edge.quant_aware), so that post-training "
+                        "int8 conversion keeps the float model's predictions")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -153,6 +156,13 @@ def train(args: argparse.Namespace) -> dict:
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = args.bn_momentum
 
+    fake_quant = None
+    if args.quant_aware:
+        from edge.quant_aware import FakeQuantPoints
+
+        fake_quant = FakeQuantPoints(model)
+        log.info("quantization-aware: %d simulated int8 activation points", len(fake_quant))
+
     decay, no_decay = [], []
     for name, p_ in model.named_parameters():
         (no_decay if p_.ndim <= 1 else decay).append(p_)
@@ -213,11 +223,19 @@ def train(args: argparse.Namespace) -> dict:
             if args.max_steps and step >= args.max_steps:
                 break
         train_time = time.time() - t_ep
+        sim_top1 = None
+        if fake_quant is not None:
+            sim_top1, _ = evaluate(model, xva, yva, args.image_size, pre)
+            fake_quant.enabled = False  # the model we save and judge is the float one
         val_top1, val_loss = evaluate(model, xva, yva, args.image_size, pre)
+        if fake_quant is not None:
+            fake_quant.enabled = True
         rec = {"epoch": epoch + 1, "image_size": args.image_size, "train_loss": loss_sum / max(1, seen),
                "train_acc": correct / max(1, seen), "val_loss": val_loss, "val_top1": val_top1,
                "lr_end": lr, "train_seconds": round(train_time, 1), "images_per_second": round(seen / train_time, 1),
                "wall_seconds": round(time.time() - t_ep, 1)}
+        if sim_top1 is not None:
+            rec["val_top1_int8_simulated"] = sim_top1
         history.append(rec)
         log.info("epoch %d: train loss %.3f acc %.3f | val loss %.3f top-1 %.4f | %.0f img/s, %.0fs",
                  epoch + 1, rec["train_loss"], rec["train_acc"], val_loss, val_top1, rec["images_per_second"],

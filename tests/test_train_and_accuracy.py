@@ -101,3 +101,16 @@ def test_accuracy_reports_mismatched_classes_and_bad_folders(tmp_path):
     r = run_module("benchmarks.accuracy", "--data", tmp_path / "other")
     assert_one_line_error(r)
     assert "zebra" in r.stderr
+
+
+def test_quantization_aware_training_records_the_simulated_int8_accuracy(tiny_imagenette, tmp_path):
+    from edge.train import build_parser, train
+
+    args = build_parser().parse_args(["--data", str(tiny_imagenette), "--output", str(tmp_path), "--epochs", "1",
+                                      "--image-size", "64", "--batch-size", "12", "--quiet", "--quant-aware"])
+    result = train(args)
+    rec = result["history"][-1]
+    assert 0 <= rec["val_top1_int8_simulated"] <= 1 and 0 <= rec["val_top1"] <= 1
+    # the saved model is a plain float model: it loads like any other
+    src = resolve_weights(tmp_path / "best.pt")
+    assert src.config.num_classes == 3

@@ -1,0 +1,89 @@
+"""Quantization-aware fine-tuning (edge.quant_aware) and the int8 sensitivity report (benchmarks.quantization)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_one_line_error, run_module
+from edge.config import nasnet_mobile
+from edge.torch_model import build_torch_model
+
+SMALL = nasnet_mobile(num_classes=4).with_(penultimate_filters=96, num_blocks=1, stem_filters=8, input_size=48)
+
+
+def sqnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(a.pow(2).sum() / (a - b).pow(2).sum()))
+
+
+@pytest.fixture()
+def small_model():
+    torch.manual_seed(0)
+    model = build_torch_model(SMALL)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # realistic BatchNorm statistics
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.weight.uniform_(0.5, 1.5, generator=g)
+            bn.running_mean.normal_(0, 0.2, generator=g)
+            bn.running_var.uniform_(0.5, 2.0, generator=g)
+    return model
+
+
+def test_fake_quant_points_simulate_int8_and_switch_off(small_model):
+    from edge.quant_aware import FakeQuantPoints
+
+    x = torch.rand(4, 3, 48, 48) * 2 - 1
+    small_model.eval()
+    with torch.no_grad():
+        float_out = small_model(x)
+    fq = FakeQuantPoints(small_model, observe_only_steps=1)
+    # depthwise outputs, every BatchNorm, pools, cells and the stem
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in small_model.modules())
+    assert len(fq) > n_bn + len(small_model.cells)
+    with torch.no_grad():
+        assert torch.equal(small_model(x), float_out)  # no ranges observed yet: float
+    small_model.train()
+    small_model(x)  # observe only
+    out = small_model(x)  # simulated int8, with gradients through the rounding (straight-through)
+    out.sum().backward()
+    grads = [p.grad for p in small_model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    small_model.eval()
+    with torch.no_grad():
+        bn_stats = {k: v.clone() for k, v in small_model.state_dict().items()}
+        float_now = (lambda: (setattr(fq, "enabled", False), small_model(x))[1])()
+        fq.enabled = True
+        simulated = small_model(x)
+    assert not torch.equal(simulated, float_now)
+    assert sqnr(float_now, simulated) > 10
+    assert set(small_model.state_dict()) == set(bn_stats)  # no extra parameters or buffers in the saved model
+    fq.remove()
+    with torch.no_grad():
+        assert torch.equal(small_model(x), float_now)
+
+
+def test_quantization_report_on_a_small_network(small_model):
+    from benchmarks.quantization import noise_budget, per_cell_sqnr, to_markdown
+
+    small_model.eval()
+    rng = np.random.default_rng(0)
+    calibration = rng.uniform(-1, 1, (8, 48, 48, 3)).astype(np.float32)
+    images = rng.uniform(-1, 1, (10, 48, 48, 3)).astype(np.float32)
+    budget = noise_budget(small_model, calibration, images)
+    assert [r["int8"] for r in budget][0] == "weights (per channel)" and len(budget) == 5
+    for r in budget:
+        assert 0 < r["logit_sqnr_db"] < 80 and 0 <= r["top1_agreement"] <= 1, r
+    # all three activation classes together cost more than any one alone
+    assert budget[-1]["logit_sqnr_db"] <= min(r["logit_sqnr_db"] for r in budget[1:4]) + 0.5
+    cells = per_cell_sqnr(small_model, calibration, images)
+    assert [c["name"] for c in cells] == ["stem"] + [s.name for s in small_model.specs] + ["logits"]
+    assert all(0 < c["sqnr_db"] < 80 for c in cells) and "top1_agreement" in cells[-1]
+    md = to_markdown({"weights": "random", "command": "test", "images": 10, "data": "random",
+                      "calibration": {"count": 8}, "per_cell": cells, "noise_budget": budget})
+    assert "| logits |" in md and "weights (per channel)" in md
+
+
+def test_quantization_report_rejects_a_missing_folder(tmp_path):
+    r = run_module("benchmarks.quantization", "--data", tmp_path / "nope", "--output", tmp_path / "o")
+    assert_one_line_error(r)
