@@ -65,8 +65,8 @@ def add_common_arguments(p: argparse.ArgumentParser, precisions: list[str]) -> N
     p.add_argument("--num-calibration", type=int, default=DEFAULT_NUM_CALIBRATION,
                    help=f"calibration images to use (default {DEFAULT_NUM_CALIBRATION}, or all there are)")
     p.add_argument("--validation", type=Path, default=None,
-                   help="held-out images for validation (default: the package's samples, never used "
-                        "for calibration)")
+                   help="held-out images for validation (default: the package's 200 validation photos, "
+                        "never used for calibration or training)")
     p.add_argument("--no-lowering", action="store_true",
                    help="convert the stock graph instead of the NASNet-aware edge form (for comparison)")
     p.add_argument("--cells", action="store_true", help="also export every cell as its own model")

@@ -324,7 +324,7 @@ def convert(args: argparse.Namespace) -> dict:
         if lowered:
             model = build_torch_model(cfg, lowered=True)
             model.load_keras_weights(lowered_keras_weights(reference.keras_weights(), cfg))
-        val_dir = args.validation or package_folder("samples")
+        val_dir = args.validation or package_folder("validation")
         validation = load_images(val_dir, pre, what="validation")
         calibration = None
         if precision is Precision.INT8:
@@ -371,7 +371,7 @@ def convert(args: argparse.Namespace) -> dict:
         "quantization": {"scheme": "PT2E static, XNNPACKQuantizer symmetric, per-channel weights"}
         if precision is Precision.INT8 else None,
         "validation": ({"reference": "PyTorch eager float32 (reference network, not lowered)", **val,
-                        "images_folder": str(args.validation) if args.validation else "package samples"}
+                        "images_folder": str(args.validation) if args.validation else "package validation set"}
                        if val else {"skipped": f"the {args.backend} delegate does not run on this machine"}),
         "delegation": delegation, "size_bytes": artifact.stat().st_size, "sha256": sha256(artifact),
         "tools": tool_versions("executorch", "torch", "torchao", "numpy"),

@@ -240,7 +240,7 @@ def convert(args: argparse.Namespace) -> dict:
             tm.load_state_dict(src.state_dict)
         weights = tm.keras_weights()
         calib_dir = args.calibration or package_folder("calibration")
-        val_dir = args.validation or package_folder("samples")
+        val_dir = args.validation or package_folder("validation")
         validation = load_images(val_dir, pre, what="validation")
         calibration = None
         if precision is Precision.INT8:
@@ -295,7 +295,7 @@ def convert(args: argparse.Namespace) -> dict:
         "source": src.describe(), "config": cfg.to_dict(),
         "calibration": calibration.describe(args.calibration) if calibration is not None else None,
         "validation": {"reference": "Keras float32 model (reference network, not lowered)", **val,
-                       "images_folder": str(args.validation) if args.validation else "package samples",
+                       "images_folder": str(args.validation) if args.validation else "package validation set",
                        "unreadable_skipped": len(validation.skipped)},
         "delegation": delegation, "op_histogram": histogram,
         "size_bytes": artifact.stat().st_size, "sha256": sha256(artifact),
