@@ -167,7 +167,8 @@ def noise_budget(model, calibration: np.ndarray, images: np.ndarray) -> list[dic
 def to_markdown(result: dict) -> str:
     lines = [f"# Where int8 loses the float model ({result['weights']})", "",
              f"`{result['command']}`", "",
-             f"{result['images']} held-out images from `{result['data']}`, calibration: {result['calibration']}.",
+             f"{result['images']} held-out images from `{result['data']}`; calibration: "
+             f"{result['calibration'].get('count')} images ({result['calibration'].get('folder', '?')}).",
              "", "## Per cell (PT2E int8, XNNPACK quantizer, vs float)", "",
              "| output | SQNR (dB) | float range |", "|---|---:|---|"]
     for r in result["per_cell"]:
