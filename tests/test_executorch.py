@@ -77,21 +77,12 @@ def test_per_cell_programs_are_delegated_and_reproduce_the_network(tmp_path):
     import numpy as np
     import torch
 
+    from conftest import small_nasnet
     from converters.common import Precision
     from converters.executorch import export_cells
-    from edge.config import nasnet_mobile
-    from edge.torch_model import build_torch_model, part_feeds, torch_parts
+    from edge.torch_model import part_feeds, torch_parts
 
-    cfg = nasnet_mobile(num_classes=5).with_(penultimate_filters=96, num_blocks=1, stem_filters=8, input_size=48)
-    model = build_torch_model(cfg, lowered=True)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # realistic BatchNorm statistics (random init leaves mean 0 / var 1)
-        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-            bn.weight.uniform_(0.5, 1.5, generator=g)
-            bn.bias.normal_(0, 0.1, generator=g)
-            bn.running_mean.normal_(0, 0.2, generator=g)
-            bn.running_var.uniform_(0.5, 2.0, generator=g)
-    model.eval()
+    cfg, model = small_nasnet(lowered=True)
     images = np.random.default_rng(0).uniform(-1, 1, (6, 48, 48, 3)).astype(np.float32)
     x = torch.from_numpy(images[:1].transpose(0, 3, 1, 2).copy())
     with torch.no_grad():

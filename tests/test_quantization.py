@@ -6,11 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_module
-from edge.config import nasnet_mobile
-from edge.torch_model import build_torch_model
-
-SMALL = nasnet_mobile(num_classes=4).with_(penultimate_filters=96, num_blocks=1, stem_filters=8, input_size=48)
+from conftest import assert_one_line_error, run_module, small_nasnet
 
 
 def sqnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -19,15 +15,7 @@ def sqnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture()
 def small_model():
-    torch.manual_seed(0)
-    model = build_torch_model(SMALL)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # realistic BatchNorm statistics
-        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-            bn.weight.uniform_(0.5, 1.5, generator=g)
-            bn.running_mean.normal_(0, 0.2, generator=g)
-            bn.running_var.uniform_(0.5, 2.0, generator=g)
-    return model
+    return small_nasnet(num_classes=4)[1]
 
 
 def test_fake_quant_points_simulate_int8_and_switch_off(small_model):
