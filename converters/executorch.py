@@ -175,14 +175,17 @@ def image_tuples(batch: np.ndarray):
     return [(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])),) for x in batch]
 
 
-def write_program(edge, path: Path) -> None:
-    """Serialize to ``path`` through a temporary name (never a partial .pte)."""
+def write_program(edge, path: Path, check=None):
+    """Serialize to ``path`` through a temporary name (never a partial .pte); ``check(tmp)``, when given,
+    runs on the complete temporary file before it takes the final name, and its result is returned."""
     program = edge.to_executorch()
     tmp = path.with_name("." + path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
             program.write_to_file(f)
+        result = check(tmp) if check is not None else None
         os.replace(tmp, path)
+        return result
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -343,22 +346,14 @@ def convert(args: argparse.Namespace) -> dict:
         edge = export_program(model, example, precision,
                               image_tuples(calibration.batch) if calibration is not None else None, args.backend)
         delegation = delegation_report(edge)
+    def validate(tmp: Path):
+        with stages.stage("validate on held-out images through executorch.runtime"):
+            if args.backend != "xnnpack":
+                return None
+            return compare(ref_logits, ExecuTorchRunner(tmp, threads=2).predict(validation.batch))
+
     with stages.stage("serialize"):
-        program = edge.to_executorch()
-        tmp = artifact.with_name("." + artifact.name + ".tmp")
-        try:
-            with open(tmp, "wb") as f:
-                program.write_to_file(f)
-            with stages.stage("validate on held-out images through executorch.runtime"):
-                if args.backend == "xnnpack":
-                    logits = ExecuTorchRunner(tmp, threads=2).predict(validation.batch)
-                    val = compare(ref_logits, logits)
-                else:
-                    val = None
-            os.replace(tmp, artifact)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        val = write_program(edge, artifact, check=validate)
     stages.n = stages.total
 
     manifest = {
