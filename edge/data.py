@@ -108,7 +108,7 @@ def random_resized_crop(x, out_size: int, scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
-    grid = F.affine_grid(theta, (n, x.shape[1], out_size, out_size), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), (n, x.shape[1], out_size, out_size), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 

@@ -5,7 +5,14 @@
 ``DIR`` holds ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``. Class folders named by WordNet id get
 their ImageNet labels; any other names are the labels. Every epoch writes ``last.pt`` (full training
 state, for ``--resume``), and the best validation top-1 is kept as ``best.pt`` in the toolkit's weights
-format, with ``history.json`` and ``curve.png`` (loss and accuracy per epoch).
+format, with ``history.json`` and ``curve.png`` (loss and accuracy per epoch); ``final.pt`` is the model at
+the end of the schedule (the one to use after ``--quant-aware`` fine-tuning, whose aim is int8 agreement).
+
+``--distill A`` adds a KL term (weight A) to the starting model's own float predictions: with
+``--quant-aware`` the int8-simulated network is trained to keep the float model's answers, which is what
+top-1 agreement measures. ``--device cuda`` trains on a GPU (augmentation runs there too);
+``--time-budget S`` sets the number of epochs (at most ``--epochs``) after the first two so that the
+run ends within S seconds.
 
 CPU choices, measured on the 2-core development machine (NASNet-Mobile, batch 32, 128 px, one
 train step): channels-last fp32 37 img/s, NCHW fp32 27 img/s, channels-last bfloat16 autocast 28 img/s
@@ -16,6 +23,7 @@ conv). So the default is channels-last fp32; ``--bf16`` is there for CPUs with A
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -62,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant-aware", action="store_true",
                    help="simulate int8 activations while training (edge.quant_aware), so that post-training "
                         "int8 conversion keeps the float model's predictions")
+    p.add_argument("--distill", type=float, default=0.0, metavar="A",
+                   help="weight of a KL term to the starting model's float predictions (frozen teacher)")
+    p.add_argument("--distill-temperature", type=float, default=2.0)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
+    p.add_argument("--time-budget", type=float, default=0.0, metavar="S",
+                   help="seconds: after epochs 1 and 2, the number of epochs (at most --epochs) is set so the run fits")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -83,12 +97,13 @@ def evaluate(model, images, targets, image_size: int, pre, batch_size: int = 100
     from edge.data import center_resize, to_float
 
     model.eval()
+    device = next(model.parameters()).device
     correct, loss_sum = 0, 0.0
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            x = to_float(torch.from_numpy(images[i:i + batch_size]), pre.scale, pre.offset)
+            x = to_float(torch.from_numpy(images[i:i + batch_size]).to(device), pre.scale, pre.offset)
             x = center_resize(x, image_size, pre.crop_fraction).contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(targets[i:i + batch_size])
+            y = torch.from_numpy(targets[i:i + batch_size]).to(device)
             logits = model(x)
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
@@ -129,6 +144,12 @@ def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DataError("--device cuda: this PyTorch build sees no CUDA GPU; use --device cpu")
+        torch.backends.cudnn.benchmark = True
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data)
@@ -151,10 +172,15 @@ def train(args: argparse.Namespace) -> dict:
     model, src = load_torch_model(args.weights if args.weights else None, num_classes=len(labels),
                                   input_size=args.image_size)
     pre = model.config.preprocessing
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(device, memory_format=torch.channels_last)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = args.bn_momentum
+    teacher = None
+    if args.distill > 0:
+        import copy
+
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)  # before any fake-quant hook
 
     fake_quant = None
     if args.quant_aware:
@@ -170,7 +196,7 @@ def train(args: argparse.Namespace) -> dict:
                            {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, momentum=0.9, nesterov=True)
     start_epoch, history, best = 0, [], -1.0
     if resume_path:
-        ck = torch.load(resume_path, map_location="cpu", weights_only=False)
+        ck = torch.load(resume_path, map_location=device, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, history, best = ck["epoch"], ck["history"], ck["best"]
@@ -189,7 +215,17 @@ def train(args: argparse.Namespace) -> dict:
     command = "python -m edge.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     step = start_epoch * steps_per_epoch
 
-    for epoch in range(start_epoch, args.epochs):
+    def run_meta(epochs_done: int) -> dict:
+        return {"labels": labels, "classes": train_set.classes, "dataset": str(data), "train_command": command,
+                "image_size_trained": args.image_size, "epoch": epochs_done, "history": history,
+                "val_top1_at_train_size": history[-1]["val_top1"] if history else None,
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "source_weights": src.describe() if args.weights else None}
+
+    max_epochs = args.epochs
+    for epoch in itertools.count(start_epoch):
+        if epoch >= args.epochs:  # --time-budget may lower args.epochs after the first epoch
+            break
         model.train()
         perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))[:n_train]
         seen, loss_sum, correct, t_ep = 0, 0.0, 0, time.time()
@@ -197,20 +233,26 @@ def train(args: argparse.Namespace) -> dict:
                    disable=args.quiet, dynamic_ncols=True)
         for i in bar:
             idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
-            x = to_float(torch.from_numpy(xtr[idx.numpy()]), pre.scale, pre.offset)
+            x = to_float(torch.from_numpy(xtr[idx.numpy()]).to(device, non_blocking=True), pre.scale, pre.offset)
             if args.no_augment:
                 from edge.data import center_resize
                 x = center_resize(x, args.image_size, pre.crop_fraction)
             else:
                 x = random_resized_crop(x, args.image_size, scale=(args.min_scale, 1.0), generator=gen)
             x = x.contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(ytr[idx.numpy()])
+            y = torch.from_numpy(ytr[idx.numpy()]).to(device)
             lr = lr_at(step, total_steps, warmup, args.lr, args.schedule)
             for g in opt.param_groups:
                 g["lr"] = lr
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
+            if teacher is not None:
+                t = args.distill_temperature
+                with torch.no_grad():
+                    target = F.softmax(teacher(x).float() / t, dim=1)
+                kl = F.kl_div(F.log_softmax(logits.float() / t, dim=1), target, reduction="batchmean") * t * t
+                loss = (1 - args.distill) * loss + args.distill * kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -240,9 +282,7 @@ def train(args: argparse.Namespace) -> dict:
         log.info("epoch %d: train loss %.3f acc %.3f | val loss %.3f top-1 %.4f | %.0f img/s, %.0fs",
                  epoch + 1, rec["train_loss"], rec["train_acc"], val_loss, val_top1, rec["images_per_second"],
                  rec["wall_seconds"])
-        meta = {"labels": labels, "classes": train_set.classes, "dataset": str(data), "train_command": command,
-                "image_size_trained": args.image_size, "val_top1_at_train_size": val_top1, "epoch": epoch + 1,
-                "history": history, "source_weights": src.describe() if args.weights else None}
+        meta = run_meta(epoch + 1)
         model.eval()
         if val_top1 > best:
             best = val_top1
@@ -257,6 +297,17 @@ def train(args: argparse.Namespace) -> dict:
         plot_history(history, out / "curve.png")
         if args.max_steps and step >= args.max_steps:
             break
+        if args.time_budget and epoch - start_epoch < 2:
+            # re-planned after the first two epochs (the first one pays for warm-up: cuDNN autotuning, caches)
+            fits = int((args.time_budget - (time.time() - t0)) // max(1e-3, time.time() - t_ep))
+            planned = min(max_epochs, epoch + 1 + max(0, fits))
+            if planned != args.epochs:
+                args.epochs = planned
+                total_steps = steps_per_epoch * args.epochs
+                log.info("--time-budget %.0fs: schedule set to %d epochs", args.time_budget, args.epochs)
+    model.eval()
+    save_toolkit_weights(out / "final.pt", model, {**run_meta(len(history)), "final": True},
+                         config=model.config.with_(input_size=args.deploy_size))
     return {"best_val_top1": best, "history": history, "output": str(out)}
 
 
