@@ -30,6 +30,12 @@ from edge.quiet import quiet_executorch_import
 
 log = logging.getLogger(__name__)
 
+# int8 default: the stem and the two stem reduction cells stay fp32. At 111x111 and 56x56 with 11-44 channels
+# their int8 kernels gain nothing (adds, concats and slices cost the same in int8; XNNPACK's int8 cell_00 ran
+# 1.36x its fp32 time alone); in the whole program, mixed ran 0.708x the edge fp32 program against 0.749x
+# all-int8 (docs/lowering.md section 4, 1 thread, same run).
+DEFAULT_FP32_PARTS = "stem,cell_00,cell_01"
+
 PRECISIONS = [Precision.FP32.value, Precision.FP16.value, Precision.INT8.value]
 
 
@@ -76,8 +82,32 @@ def _half_wrapper(model):
     return Half(model).eval()
 
 
-def nasnet_xnnpack_quantizer():
-    """ExecuTorch's XNNPACKQuantizer, plus shared quantization for pads.
+def part_module_names(parts: str | None, n_cells: int) -> tuple[str, ...]:
+    """``--fp32-parts`` ("stem,cell_00,head", "none") as module names of the PyTorch NASNet."""
+    if not parts or parts.strip().lower() == "none":
+        return ()
+    names = []
+    for part in (x.strip() for x in parts.split(",") if x.strip()):
+        if part in ("stem", "head"):
+            names.append(part)
+            continue
+        digits = part[5:7] if part.startswith("cell_") else ""
+        if not digits.isdigit() or int(digits) >= n_cells:
+            raise ValueError(f"--fp32-parts: unknown part {part!r}; use stem, head or cell_00 .. "
+                             f"cell_{n_cells - 1:02d} (the part names of --cells), or none")
+        names.append(f"cells.{int(digits)}")
+    return tuple(dict.fromkeys(names))
+
+
+def part_name(module: str) -> str:
+    """``cells.3`` -> ``cell_03`` (the part names of --cells); stem and head unchanged."""
+    return f"cell_{int(module.split('.')[1]):02d}" if module.startswith("cells.") else module
+
+
+def nasnet_xnnpack_quantizer(float_modules: tuple[str, ...] = ()):
+    """ExecuTorch's XNNPACKQuantizer, plus shared quantization for pads; ops inside ``float_modules``
+    (module names such as ``cells.0``) are left unannotated, so they run in fp32 inside the same
+    XNNPACK partition (quantize/dequantize at their boundary become XNNPACK convert ops).
 
     Upstream cause of "Failed to create StaticConstantPad node ... xnn_status_invalid_parameter" (ExecuTorch
     1.5.1): ``xnnpack_quantizer_utils._is_share_obs_or_fq_op`` does not list ``aten.pad`` /
@@ -118,11 +148,17 @@ def nasnet_xnnpack_quantizer():
 
     quantizer = NASNetXNNPACKQuantizer()
     quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
+    if float_modules:
+        def quantize_node(node) -> bool:
+            paths = [v[0] for v in (node.meta.get("nn_module_stack") or {}).values()]
+            return not any(p == m or p.startswith(m + ".") for p in paths for m in float_modules)
+
+        quantizer.set_filter_function(quantize_node)
     return quantizer
 
 
 def export_program(model, example: tuple, precision: Precision, calibration, backend: str,
-                   progress: bool = True):
+                   progress: bool = True, float_modules: tuple[str, ...] = ()):
     """ExecuTorch edge program of ``model`` lowered to ``backend``.
 
     ``example``: a tuple of input tensors; ``calibration`` (int8): a sequence of such tuples, one per image.
@@ -149,7 +185,7 @@ def export_program(model, example: tuple, precision: Precision, calibration, bac
     if precision is Precision.INT8:
         with quiet_executorch_import():
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        quantizer = nasnet_xnnpack_quantizer()
+        quantizer = nasnet_xnnpack_quantizer(float_modules)
         prepared = prepare_pt2e(ep.module(), quantizer)
         lap("prepare_pt2e")
         with torch.no_grad():
@@ -295,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_arguments(p, PRECISIONS)
     p.add_argument("--backend", default="xnnpack", choices=["xnnpack", "vulkan", "coreml", "qnn"],
                    help="ExecuTorch partitioner (the others where their packages and SDKs exist)")
+    p.add_argument("--fp32-parts", default=DEFAULT_FP32_PARTS, metavar="PARTS",
+                   help="int8: parts left in fp32 inside the same delegate (comma-separated part names of "
+                        "--cells: stem, cell_00 .. cell_15, head; 'none' quantizes all); see docs/lowering.md")
     return p
 
 
@@ -317,6 +356,7 @@ def convert(args: argparse.Namespace) -> dict:
     with stages.stage("load weights and images"):
         src = resolve_weights(args.weights)
         cfg = src.config
+        float_modules = part_module_names(args.fp32_parts, len(cfg.cells())) if precision is Precision.INT8 else ()
         pre = cfg.preprocessing
         reference = build_torch_model(cfg)
         if src.keras_weights is not None:
@@ -344,7 +384,8 @@ def convert(args: argparse.Namespace) -> dict:
 
     with stages.stage(f"export, {'quantize, ' if precision is Precision.INT8 else ''}lower to {args.backend}"):
         edge = export_program(model, example, precision,
-                              image_tuples(calibration.batch) if calibration is not None else None, args.backend)
+                              image_tuples(calibration.batch) if calibration is not None else None, args.backend,
+                              float_modules=float_modules)
         delegation = delegation_report(edge)
     def validate(tmp: Path):
         with stages.stage("validate on held-out images through executorch.runtime"):
@@ -363,7 +404,8 @@ def convert(args: argparse.Namespace) -> dict:
         "artifact": artifact.name, "created": now_iso(), "command": command_line(),
         "source": src.describe(), "config": cfg.to_dict(),
         "calibration": calibration.describe(args.calibration) if calibration is not None else None,
-        "quantization": {"scheme": "PT2E static, XNNPACKQuantizer symmetric, per-channel weights"}
+        "quantization": {"scheme": "PT2E static, XNNPACKQuantizer symmetric, per-channel weights",
+                         "fp32_parts": [part_name(m) for m in float_modules]}
         if precision is Precision.INT8 else None,
         "validation": ({"reference": "PyTorch eager float32 (reference network, not lowered)", **val,
                         "images_folder": str(args.validation) if args.validation else "package validation set"}

@@ -62,8 +62,8 @@ def test_corrupt_pte_gives_a_clear_error(tmp_path):
         ExecuTorchRunner(bad)
 
 
-@pytest.mark.parametrize("args", [["--backend", "qnn"], ["--weights", "missing.pt"], ["--calibration", "/nonexistent",
-                                                                                       "--int8"]])
+@pytest.mark.parametrize("args", [["--backend", "qnn"], ["--weights", "missing.pt"],
+                                  ["--calibration", "/nonexistent", "--int8"], ["--int8", "--fp32-parts", "cell_99"]])
 def test_bad_inputs_give_one_line_errors(tmp_path, args):
     r = run_module("converters.executorch", "--output", tmp_path, *args)
     assert_one_line_error(r)
@@ -107,3 +107,52 @@ def test_per_cell_programs_are_delegated_and_reproduce_the_network(tmp_path):
     got = ExecuTorchRunner(tmp_path / "int8" / "cells" / part["file"]).execute(*feeds[2])[0]
     sqnr = 10 * torch.log10(expected[2].pow(2).sum() / (expected[2] - got).pow(2).sum())
     assert sqnr > 15, float(sqnr)
+
+
+def test_fp32_parts_stay_float_inside_the_single_delegate_partition(tmp_path):
+    """`--fp32-parts stem,cell_00`: ops of those parts get no quantization annotation (they run fp32), all
+    other parts do, and XNNPACK still takes the whole mixed program as one partition that runs."""
+    import numpy as np
+    import torch
+
+    from conftest import small_nasnet
+    from converters.common import Precision
+    from converters.executorch import (export_program, image_tuples, nasnet_xnnpack_quantizer, part_module_names,
+                                       write_program)
+
+    cfg, model = small_nasnet(lowered=True)
+    modules = part_module_names("stem,cell_00", len(cfg.cells()))
+    assert modules == ("stem", "cells.0") and part_module_names("none", 4) == ()
+    with pytest.raises(ValueError, match="unknown part 'cell_09'"):
+        part_module_names("cell_09", len(cfg.cells()))
+
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, 3, 48, 48)).astype(np.float32))
+    gm = torch.export.export(model, (x,), strict=False).module()
+    annotated = nasnet_xnnpack_quantizer(modules).annotate(gm)
+
+    def part_of(node):
+        paths = [v[0] for v in (node.meta.get("nn_module_stack") or {}).values()]
+        return "float" if any(p.startswith(("stem", "cells.0.")) or p == "cells.0" for p in paths) else "int8"
+
+    counts = {"float": [0, 0], "int8": [0, 0]}  # [ops, annotated ops]
+    for n in annotated.graph.nodes:
+        if n.op == "call_function" and "conv" in str(n.target):
+            c = counts[part_of(n)]
+            c[0] += 1
+            c[1] += "quantization_annotation" in n.meta
+    assert counts["float"][0] > 5 and counts["float"][1] == 0, counts
+    assert counts["int8"][0] > 5 and counts["int8"][1] == counts["int8"][0], counts
+
+    images = np.random.default_rng(1).uniform(-1, 1, (4, 48, 48, 3)).astype(np.float32)
+    edge = export_program(model, (x,), Precision.INT8, image_tuples(images), "xnnpack", progress=False,
+                          float_modules=modules)
+    from converters.executorch import delegation_report
+
+    report = delegation_report(edge)
+    assert report["partitions"] == 1 and report["outside_ops"] == 0, report
+    write_program(edge, tmp_path / "mixed.pte")
+    got = ExecuTorchRunner(tmp_path / "mixed.pte").execute(x)[0]
+    with torch.no_grad():
+        want = model(x)
+    sqnr = 10 * torch.log10(want.pow(2).sum() / (want - got).pow(2).sum())
+    assert sqnr > 10, float(sqnr)
