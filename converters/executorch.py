@@ -228,13 +228,14 @@ def write_program(edge, path: Path, check=None):
 
 
 def export_cells(model, precision: Precision, calibration: np.ndarray | None, backend: str, out_dir: Path,
-                 progress: bool = True, only: set[str] | None = None) -> dict:
+                 progress: bool = True, only: set[str] | None = None, fp32_parts: tuple[str, ...] = ()) -> dict:
     """Every part (stem, cells, head) of ``model`` as its own ``.pte`` with its real input shapes.
 
     int8 parts are calibrated on the activations the whole float network produces at that point for the
     same calibration images, so each part gets the quantization it has inside the network. Writes
     ``cells/cells.json`` (parts in order, NCHW input shapes, MACs, delegation) beside the artifacts.
-    ``only``: export just the parts with these names.
+    ``only``: export just the parts with these names. ``fp32_parts`` (``stem``, ``cell_00``, ...): parts
+    exported in fp32 whatever ``precision`` says, as ``--fp32-parts`` leaves them in the whole program.
     """
     import torch
     from tqdm import tqdm
@@ -256,11 +257,12 @@ def export_cells(model, precision: Precision, calibration: np.ndarray | None, ba
         if only is not None and name not in only:
             continue
         calib = [feeds[k] for feeds in per_image] if per_image is not None else None
-        edge = export_program(part, example_feeds[k], precision, calib, backend, progress=False)
-        path = cell_dir / f"{k:02d}_{name}_{backend}_{precision.value}.pte"
+        prec = Precision.FP32 if any(name == f or name.startswith(f + "_") for f in fp32_parts) else precision
+        edge = export_program(part, example_feeds[k], prec, calib, backend, progress=False)
+        path = cell_dir / f"{k:02d}_{name}_{backend}_{prec.value}.pte"
         write_program(edge, path)
         out = part(*example_feeds[k])
-        listing.append({"index": k, "name": name, "file": path.name,
+        listing.append({"index": k, "name": name, "file": path.name, "precision": prec.value,
                         "inputs": [list(t.shape[1:]) for t in example_feeds[k]], "layout": "NCHW",
                         "output": list(out.shape[1:]), "macs": macs[name]["macs"], "params": macs[name]["params"],
                         "size_bytes": path.stat().st_size, "delegation": delegation_report(edge),
@@ -420,7 +422,7 @@ def convert(args: argparse.Namespace) -> dict:
     if args.cells:
         with stages.stage("per-cell export"):
             cells = export_cells(model, precision, calibration.batch if calibration is not None else None,
-                                 args.backend, out_dir)
+                                 args.backend, out_dir, fp32_parts=tuple(part_name(m) for m in float_modules))
         manifest["cells"] = {"folder": "cells", "manifest": "cells/cells.json", "count": len(cells["parts"]),
                              "outside_ops": sum(c["delegation"]["outside_ops"] for c in cells["parts"])}
     write_json_atomic(artifact.with_name(artifact.name + ".json"), manifest)

@@ -156,3 +156,11 @@ def test_fp32_parts_stay_float_inside_the_single_delegate_partition(tmp_path):
         want = model(x)
     sqnr = 10 * torch.log10(want.pow(2).sum() / (want - got).pow(2).sum())
     assert sqnr > 10, float(sqnr)
+
+    # --cells follows the same choice: those parts are exported fp32 in an int8 per-cell export
+    from converters.executorch import export_cells
+
+    listing = export_cells(model, Precision.INT8, images, "xnnpack", tmp_path / "cells", progress=False,
+                           only={"stem"}, fp32_parts=("stem", "cell_00"))
+    assert [(p["name"], p["precision"]) for p in listing["parts"]] == [("stem", "fp32")]
+    assert listing["parts"][0]["file"].endswith("_fp32.pte")
