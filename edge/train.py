@@ -8,9 +8,9 @@ state, for ``--resume``), and the best validation top-1 is kept as ``best.pt`` i
 format, with ``history.json`` and ``curve.png`` (loss and accuracy per epoch); ``final.pt`` is the model at
 the end of the schedule (the one to use after ``--quant-aware`` fine-tuning, whose aim is int8 agreement).
 
-``--distill A`` adds a KL term (weight A) to the starting model's own float predictions: with
-``--quant-aware`` the int8-simulated network is trained to keep the float model's answers, which is what
-top-1 agreement measures. ``--device cuda`` trains on a GPU (augmentation runs there too);
+``--distill A`` adds a KL term (weight A) towards the starting model's float predictions (a frozen copy);
+with ``--quant-aware`` it was tried for the default model v3 and did not raise int8 agreement there
+(``docs/quantization.md``). ``--device cuda`` trains on a GPU (augmentation runs there too);
 ``--time-budget S`` sets the number of epochs (at most ``--epochs``) after the first two so that the
 run ends within S seconds.
 
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill", type=float, default=0.0, metavar="A",
                    help="weight of a KL term to the starting model's float predictions (frozen teacher)")
     p.add_argument("--distill-temperature", type=float, default=2.0)
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when available")
     p.add_argument("--time-budget", type=float, default=0.0, metavar="S",
                    help="seconds: after epochs 1 and 2, the number of epochs (at most --epochs) is set so the run fits")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -224,7 +224,7 @@ def train(args: argparse.Namespace) -> dict:
 
     max_epochs = args.epochs
     for epoch in itertools.count(start_epoch):
-        if epoch >= args.epochs:  # --time-budget may lower args.epochs after the first epoch
+        if epoch >= args.epochs:  # --time-budget may change args.epochs after epochs 1 and 2
             break
         model.train()
         perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))[:n_train]

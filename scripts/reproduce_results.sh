@@ -31,7 +31,7 @@ python -m converters.executorch --precision fp32 --cells --output "$A/et_cells_f
 python -m benchmarks.run --cells "$A/et_cells_fp32/cells" --cells "$A/et_cells_int8/cells" --threads 1 --runs 20 --rounds 4 \
     --output "$R/cells_executorch" --quiet
 python -m benchmarks.quantization --weights default --data "$DATA/imagenette/val" --images 300 \
-    --output "$R/quantization/default_v2"
+    --output "$R/quantization/default_v3"
 
 python -m benchmarks.accuracy --data "$DATA/imagenette/val" --model default --json "$R/accuracy_default_torch.json" --quiet
 python -m benchmarks.accuracy --data "$DATA/imagenette/val" \
