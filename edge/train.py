@@ -144,8 +144,10 @@ def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DataError("--device cuda: this PyTorch build sees no CUDA GPU; use --device cpu")
@@ -172,6 +174,8 @@ def train(args: argparse.Namespace) -> dict:
     model, src = load_torch_model(args.weights if args.weights else None, num_classes=len(labels),
                                   input_size=args.image_size)
     pre = model.config.preprocessing
+    # saved files carry the deploy configuration (224 px for NASNet-Mobile), not the training size
+    deploy_config = model.config.with_(input_size=args.deploy_size)
     model = model.to(device, memory_format=torch.channels_last)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -209,7 +213,8 @@ def train(args: argparse.Namespace) -> dict:
              time.time() - t0, skipped_tr + skipped_va)
     n_train = int(len(xtr) * args.train_fraction)
     steps_per_epoch = max(1, n_train // args.batch_size)
-    total_steps = steps_per_epoch * args.epochs
+    epochs = args.epochs  # --time-budget may lower it after epochs 1 and 2
+    total_steps = steps_per_epoch * epochs
     warmup = int(args.warmup_epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(args.seed)
     command = "python -m edge.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -222,14 +227,13 @@ def train(args: argparse.Namespace) -> dict:
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "source_weights": src.describe() if args.weights else None}
 
-    max_epochs = args.epochs
     for epoch in itertools.count(start_epoch):
-        if epoch >= args.epochs:  # --time-budget may change args.epochs after epochs 1 and 2
+        if epoch >= epochs:
             break
         model.train()
         perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))[:n_train]
         seen, loss_sum, correct, t_ep = 0, 0.0, 0, time.time()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="step",
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="step",
                    disable=args.quiet, dynamic_ncols=True)
         for i in bar:
             idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
@@ -286,8 +290,7 @@ def train(args: argparse.Namespace) -> dict:
         model.eval()
         if val_top1 > best:
             best = val_top1
-            # the file carries the deploy configuration (224 px for NASNet-Mobile), not the training size
-            save_toolkit_weights(out / "best.pt", model, meta, config=model.config.with_(input_size=args.deploy_size))
+            save_toolkit_weights(out / "best.pt", model, meta, config=deploy_config)
         tmp = out / "last.pt.tmp"
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                     "history": history, "best": best, "args": vars(args)}, tmp)
@@ -300,14 +303,13 @@ def train(args: argparse.Namespace) -> dict:
         if args.time_budget and epoch - start_epoch < 2:
             # re-planned after the first two epochs (the first one pays for warm-up: cuDNN autotuning, caches)
             fits = int((args.time_budget - (time.time() - t0)) // max(1e-3, time.time() - t_ep))
-            planned = min(max_epochs, epoch + 1 + max(0, fits))
-            if planned != args.epochs:
-                args.epochs = planned
-                total_steps = steps_per_epoch * args.epochs
-                log.info("--time-budget %.0fs: schedule set to %d epochs", args.time_budget, args.epochs)
+            planned = min(args.epochs, epoch + 1 + max(0, fits))
+            if planned != epochs:
+                epochs = planned
+                total_steps = steps_per_epoch * epochs
+                log.info("--time-budget %.0fs: schedule set to %d epochs", args.time_budget, epochs)
     model.eval()
-    save_toolkit_weights(out / "final.pt", model, {**run_meta(len(history)), "final": True},
-                         config=model.config.with_(input_size=args.deploy_size))
+    save_toolkit_weights(out / "final.pt", model, {**run_meta(len(history)), "final": True}, config=deploy_config)
     return {"best_val_top1": best, "history": history, "output": str(out)}
 
 
