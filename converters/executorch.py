@@ -17,6 +17,7 @@ import collections
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -30,11 +31,12 @@ from edge.quiet import quiet_executorch_import
 
 log = logging.getLogger(__name__)
 
-# int8 default: the stem and the two stem reduction cells stay fp32. At 111x111 and 56x56 with 11-44 channels
-# their int8 kernels gain nothing (adds, concats and slices cost the same in int8; XNNPACK's int8 cell_00 ran
-# 1.36x its fp32 time alone); in the whole program, mixed ran 0.708x the edge fp32 program against 0.749x
-# all-int8 (docs/lowering.md section 4, 1 thread, same run).
-DEFAULT_FP32_PARTS = "stem,cell_00,cell_01"
+# int8 default: every part int8. Before ExecuTorch's int8 pads were fixed (nasnet_xnnpack_configs), each
+# stride-2 pad ran in fp32 between two converts, which made the pad-heavy stem cells slower in int8 and
+# keeping stem, cell_00 and cell_01 in fp32 paid (0.708x the edge fp32 program against 0.749x all-int8).
+# With int8 pads the two ran the same (0.695x / 0.696x, docs/lowering.md section 4), so the default is
+# plain int8; --fp32-parts stays for models whose early layers do not gain from int8.
+DEFAULT_FP32_PARTS = "none"
 
 PRECISIONS = [Precision.FP32.value, Precision.FP16.value, Precision.INT8.value]
 
@@ -46,7 +48,7 @@ def partitioner_for(backend: str):
             if backend == "xnnpack":
                 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
-                return XnnpackPartitioner()
+                return XnnpackPartitioner(configs=nasnet_xnnpack_configs())
             if backend == "vulkan":
                 from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
 
@@ -64,6 +66,31 @@ def partitioner_for(backend: str):
             raise ConversionError(f"backend '{backend}' is not available here ({e.__class__.__name__}: "
                                   f"{str(e).splitlines()[0][:100]}); use --backend xnnpack") from None
     raise ConversionError(f"unknown backend '{backend}'")
+
+
+def nasnet_xnnpack_configs() -> list:
+    """ExecuTorch's XNNPACK partitioner configs, with the constant pad taken in int8 as well as fp32.
+
+    Upstream cause (ExecuTorch 1.5.1, ``partition/config/generic_node_configs.py``):
+    ``ConstantPadConfig.supported_precision_types`` returns ``[FP32]`` only. A quantized pad (dq -> pad -> q,
+    one scale and zero point on both sides: :func:`nasnet_xnnpack_quantizer` annotates it so) is then
+    lowered as an fp32 pad between two XNNPACK convert nodes: int8 -> fp32, pad in fp32, fp32 -> int8,
+    and an NCHW/NHWC transpose pair around each. XNNPACK itself supports int8 static constant pad
+    (``xnn_define_static_constant_pad`` quantizes the padding value with the output's zero point) and its
+    subgraph optimizer folds a zero pad into the following (depthwise) convolution's padding, which it
+    then does in int8 as it does in fp32. Every stride-2 separable conv of NASNet has such a pad
+    ('same' padding is asymmetric at stride 2, which a PyTorch conv cannot express).
+    """
+    with quiet_executorch_import():
+        from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+        from executorch.backends.xnnpack.partition.config.generic_node_configs import ConstantPadConfig
+        from executorch.backends.xnnpack.partition.config.xnnpack_config import ConfigPrecisionType
+
+    class QuantizedConstantPadConfig(ConstantPadConfig):
+        def supported_precision_types(self):
+            return [ConfigPrecisionType.FP32, ConfigPrecisionType.STATIC_QUANT]
+
+    return [QuantizedConstantPadConfig if c is ConstantPadConfig else c for c in ALL_PARTITIONER_CONFIGS]
 
 
 def _half_wrapper(model):
@@ -323,8 +350,52 @@ def delegation_report(edge) -> dict:
         elif name != "getitem":
             outside[name.replace(".default", "")] += 1
     why = collections.Counter(getattr(edge, "_nasnet_why", None) or {})
-    return {"partitions": delegates, "outside_ops": sum(outside.values()), "outside": dict(outside.most_common()),
-            "why_not_delegated": dict(why.most_common(20)) if outside else {}}
+    report = {"partitions": delegates, "outside_ops": sum(outside.values()), "outside": dict(outside.most_common()),
+              "why_not_delegated": dict(why.most_common(20)) if outside else {}}
+    nodes = xnnpack_node_counts(edge)
+    if nodes:
+        # what XNNPACK will run: 'Convert' nodes are precision changes (int8 <-> fp32) inside the delegate
+        report["xnnpack_nodes"] = dict(nodes.most_common())
+        report["xnnpack_converts"] = nodes.get("Convert", 0)
+    return report
+
+
+def xnnpack_node_counts(edge) -> collections.Counter:
+    """XNNPACK node types (``Conv2d``, ``Convert``, ...) in the program's XNNPACK payloads.
+
+    Decodes each delegate blob (XNNPACK header, then a flatbuffer of ``schema.fbs``) with the flatc that
+    ExecuTorch serializes with. Which ops are delegated says little about what runs: an op the partitioner
+    takes in fp32 only, inside an int8 graph, becomes int8 -> fp32 -> int8 converts around it.
+    """
+    import json
+    import tempfile
+
+    with quiet_executorch_import():
+        from executorch.backends.xnnpack.serialization import xnnpack_graph_serialize as ser
+        from executorch.exir._serialize._flatbuffer import _flatc_decompile
+
+    counts: collections.Counter = collections.Counter()
+    gm = edge.exported_program().graph_module
+    blobs = [m.processed_bytes for _, m in gm.named_children()
+             if getattr(m, "backend_id", None) == "XnnpackBackend"]
+    if not blobs:
+        return counts
+    with tempfile.TemporaryDirectory() as d:
+        schema = Path(d) / "schema.fbs"
+        schema.write_bytes(ser._get_schema_bytes())
+        for i, blob in enumerate(blobs):
+            header = ser.XNNHeader.from_bytes(blob[:ser.XNNHeader.EXPECTED_LENGTH])
+            start = header.flatbuffer_offset if header.is_valid() else 0
+            size = header.flatbuffer_size if header.is_valid() else len(blob)
+            bin_path = Path(d) / f"graph{i}.bin"
+            bin_path.write_bytes(blob[start:start + size])
+            _flatc_decompile(d, str(schema), str(bin_path))
+            text = (Path(d) / f"graph{i}.json").read_text()
+            # flatc writes non-finite floats (a ReLU's output_max) as bare inf / nan
+            graph = json.loads(re.sub(r"(?<![\w\"])(-?)inf\b", r"\1Infinity", text).replace(": nan", ": NaN"))
+            for node in graph.get("xnodes", []):
+                counts[node["xnode_union_type"].removeprefix("XNN")] += 1
+    return counts
 
 
 def build_parser() -> argparse.ArgumentParser:

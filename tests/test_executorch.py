@@ -20,6 +20,9 @@ def test_fp32_program_is_fully_delegated_and_matches_eager(pte_fp32, pte_dir):
 def test_int8_program_loads_runs_and_agrees_with_fp32(pte_int8, pte_fp32, pte_dir):
     """The stock flow fails to load (StaticConstantPad); ours loads, is fully delegated and agrees."""
     assert pte_int8["delegation"]["outside_ops"] == 0, pte_int8["delegation"]
+    # all int8 inside XNNPACK: the only converts are the program's input and output (no fp32 islands)
+    assert pte_int8["delegation"]["xnnpack_converts"] == 2, pte_int8["delegation"]["xnnpack_nodes"]
+    assert pte_int8["quantization"]["fp32_parts"] == []
     assert pte_int8["validation"]["top1_agreement"] >= 0.9
     samples = list_images(sample_images_dir())
     r8 = open_model(pte_dir / pte_int8["artifact"])
@@ -53,6 +56,50 @@ def test_pad_annotation_shares_quantization_with_its_input():
         assert "dequantize" in str(dq.target)
         for q in qs:
             assert q.args[1:3] == dq.args[1:3], (pad.name, dq.args[1:3], q.args[1:3])
+
+
+def test_int8_pads_lower_as_int8_xnnpack_pads_not_fp32_islands():
+    """Root-cause pin (ExecuTorch 1.5.1 ``ConstantPadConfig`` takes pads in fp32 only): with the stock configs
+    an int8 pad is lowered between two XNNPACK converts (int8 -> fp32 -> int8); with ours it stays int8, so
+    XNNPACK folds it into the depthwise convolution. Counted in the decoded XNNPACK payload."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    import converters.executorch as cx
+    from converters.common import Precision
+
+    class PadThenDepthwise(nn.Module):  # NASNet's stride-2 separable conv: conv, ReLU, asymmetric pad, dw
+        def __init__(self):
+            super().__init__()
+            self.conv, self.pw = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
+            self.dw = nn.Conv2d(8, 8, 3, 2, groups=8)
+
+        def forward(self, x):
+            return self.pw(self.dw(F.pad(F.relu(self.conv(x)), (0, 1, 0, 1))))
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 16, 16)
+    calibration = [(torch.randn(1, 8, 16, 16),) for _ in range(4)]
+
+    def lower():
+        edge = cx.export_program(PadThenDepthwise().eval(), (x,), Precision.INT8, calibration, "xnnpack",
+                                 progress=False)
+        return cx.delegation_report(edge)
+
+    ours = lower()
+    assert ours["partitions"] == 1 and ours["xnnpack_nodes"]["StaticConstantPad"] == 1, ours
+    assert ours["xnnpack_converts"] == 2, ours  # the program's input and output only
+    original = cx.partitioner_for
+    try:
+        cx.partitioner_for = lambda backend: XnnpackPartitioner(configs=ALL_PARTITIONER_CONFIGS)
+        stock = lower()
+    finally:
+        cx.partitioner_for = original
+    # if this fails, upstream takes int8 pads now: nasnet_xnnpack_configs() can go
+    assert stock["xnnpack_converts"] == 4, stock
 
 
 def test_corrupt_pte_gives_a_clear_error(tmp_path):
