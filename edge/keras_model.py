@@ -15,8 +15,8 @@ import numpy as np
 
 from edge.config import BN_EPSILON, BN_MOMENTUM_KERAS, CellSpec, NASNetConfig, Pooling, same_pad
 from edge.genotypes import Combine, Op
-from edge.lowering import (Lowering, avg_correction, column_groups, is_twin_pool_block, needs_split,
-                           split_for_concat)
+from edge.lowering import (Lowering, avg_correction, group_window, is_twin_pool_block, needs_split,
+                           split_for_concat, tap_groups)
 from edge.torch_model import adjust_kind
 from edge.weights import KerasWeights
 
@@ -66,18 +66,24 @@ _RELU_CACHE: dict = {}
 
 def _relu(x, name=None):
     """ReLU of a tensor that other ops also read raw (a cell state): the converter cannot fuse it."""
-    if _LOWERING is not None and _LOWERING.relu_as_dwconv:
+    as_dwconv = _LOWERING is not None and _LOWERING.relu_as_dwconv
+    share = _LOWERING is not None and (as_dwconv or _LOWERING.share_relu)  # edge form: one per tensor
+    key = id(x)
+    if share and key in _RELU_CACHE:
+        return _RELU_CACHE[key][1]
+    if as_dwconv:
         # int8 RELU stays on LiteRT's reference kernels (see edge.lowering); a 1x1 depthwise conv with unit
-        # weights and a fused ReLU is the same function and runs in XNNPACK. One per tensor, shared.
+        # weights and a fused ReLU is the same function and runs in XNNPACK.
         import keras
 
-        key = id(x)
-        if key not in _RELU_CACHE:
-            layer = keras.layers.DepthwiseConv2D(1, use_bias=False, activation="relu", name=name and name + "_dw",
-                                                 depthwise_initializer="ones")
-            _RELU_CACHE[key] = (x, _constant(layer)(x))  # keep x alive so its id is not reused
-        return _RELU_CACHE[key][1]
-    return _layers().Activation("relu", name=name)(x)
+        layer = keras.layers.DepthwiseConv2D(1, use_bias=False, activation="relu", name=name and name + "_dw",
+                                             depthwise_initializer="ones")
+        y = _constant(layer)(x)
+    else:
+        y = _layers().Activation("relu", name=name)(x)
+    if share:
+        _RELU_CACHE[key] = (x, y)  # keep x alive so its id is not reused
+    return y
 
 
 def _concat(tensors, name=None):
@@ -117,21 +123,24 @@ def _pad2d(x, kernel, stride, dilation=1, name=None):
 
 
 def _split_separable(x, filters: int, kernel: int, stride: int, name: str):
-    """Edge form of a SeparableConv2D with a large kernel: padded input, depthwise column groups of at most
-    25 taps summed, then the pointwise conv. Same function as the 'same'-padded separable conv."""
+    """Edge form of a SeparableConv2D with a large kernel: depthwise kernel groups of at most 25 taps, each
+    on the input through its own zero pad (and crop where needed), summed, then the pointwise conv. Same
+    function as the 'same'-padded separable conv (see edge.lowering.tap_groups)."""
     layers = _layers()
     h, w = int(x.shape[1]), int(x.shape[2])
-    (pt, pb), (pl, pr) = same_pad(h, kernel, stride), same_pad(w, kernel, stride)
-    xp = layers.ZeroPadding2D(((pt, pb), (pl, pr)))(x)
-    wp = w + pl + pr
-    ow = -(-w // stride)
+    pad_h, pad_w = same_pad(h, kernel, stride), same_pad(w, kernel, stride)
     parts = []
-    for g, (c0, c1) in enumerate(column_groups(kernel, kernel)):
-        right = wp - (c0 + stride * (ow - 1) + (c1 - c0))
-        xi = layers.Cropping2D(((0, 0), (c0, right)))(xp) if (c0 or right) else xp
-        parts.append(layers.DepthwiseConv2D((kernel, c1 - c0), strides=stride, padding="valid", use_bias=False,
+    for g, (r0, r1, c0, c1) in enumerate(tap_groups(kernel, stride)):
+        rows = group_window(h, pad_h, kernel, r0, r1 - r0, stride)
+        cols = group_window(w, pad_w, kernel, c0, c1 - c0, stride)
+        if rows is None or cols is None:  # reads only padding (tiny inputs): contributes zero
+            continue
+        (rc0, rc1, pt, pb), (cc0, cc1, pl, pr) = rows, cols
+        xi = layers.Cropping2D(((rc0, rc1), (cc0, cc1)))(x) if (rc0 or rc1 or cc0 or cc1) else x
+        xi = layers.ZeroPadding2D(((pt, pb), (pl, pr)))(xi) if (pt or pb or pl or pr) else xi
+        parts.append(layers.DepthwiseConv2D((r1 - r0, c1 - c0), strides=stride, padding="valid", use_bias=False,
                                             name=f"{name}_dw{g}")(xi))
-    y = layers.add(parts)
+    y = layers.add(parts) if len(parts) > 1 else parts[0]
     return layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(y)
 
 

@@ -20,9 +20,14 @@ The edge form computes the same float function with
   'SAME' for stride 2);
 - a block that adds the same average pool of the same state twice (NASNet-A normal block 4) as one
   pool with doubled weights;
-- depthwise kernels over 25 taps (the 7x7 separable convs of the reduction cells) as a sum of column
-  groups of at most 25 taps (7x3 + 7x3 + 7x1) on one explicitly padded input: XNNPACK's 7x7 depthwise
-  kernel is 10-25x slower per tap than its 7x3 one, and it alone was a quarter of the int8 latency.
+- one ReLU per cell state: the separable, conv and factorized-reduction ops that read a state all start
+  with a ReLU of it; the reference network computes it in each op (NASNet-A's normal cell reads each
+  state in up to three such ops), the edge form once (44 fewer standalone clamps in NASNet-Mobile);
+- depthwise kernels over 25 taps (the 7x7 separable convs of the reduction cells) as a sum of kernel
+  groups of at most 25 taps (7x3 + 7x3 + 7x1 at stride 1, 2x7 + 5x2 + 5x5 at stride 2), each on the input
+  through its own zero pad: XNNPACK's 7x7 depthwise kernel is 10-25x slower per tap than its 7x3 one, and
+  it alone was a quarter of the int8 latency. XNNPACK folds each group's pad into its convolution; only
+  groups that reach beyond the 'same' padding read a slice (:func:`tap_groups`).
 
 Weights are unchanged except the factorized reduction, whose two kernels are packed by
 :func:`lowered_keras_weights`; constant layers carry their values from construction.
@@ -50,17 +55,75 @@ def column_groups(kh: int, kw: int, max_taps: int = MAX_DW_TAPS) -> list[tuple[i
     return [(c, min(c + width, kw)) for c in range(0, kw, width)]
 
 
+def tap_groups(kernel: int, stride: int = 1, max_taps: int = MAX_DW_TAPS) -> list[tuple[int, int, int, int]]:
+    """Rectangles (r0, r1, c0, c1) that tile a square ``kernel``, each of at most ``max_taps`` taps.
+
+    Each group reads the unpadded input through its own zero pad, which XNNPACK folds into the depthwise
+    convolution, and a slice (a copy) only where the group starts or ends beyond the 'same' padding
+    (:func:`group_window`). Measured per 7x7 separable conv, ExecuTorch + XNNPACK, 1 thread
+    (``docs/lowering.md`` section 4):
+    - stride 1 (padding 3 | 3): column groups 7x3 + 7x3 + 7x1 need two slices, as the 2x7 + 5x2 + 5x5
+      rectangles do, and have fewer taps after XNNPACK rounds each kernel up to its 9- or 25-tap
+      microkernel (59 against 75);
+    - stride 2 (padding 2 | 3): column groups need three slices, the rectangles two (only the 5x5 square
+      reads the input without a copy); they were 10-27% faster than one padded copy sliced per group.
+    """
+    m = int(np.sqrt(max_taps))
+    e = kernel - m
+    if stride > 1 and 0 < e and e * kernel <= max_taps:
+        return [(0, e, 0, kernel), (e, kernel, 0, e), (e, kernel, e, kernel)]
+    return [(0, kernel, c0, c1) for c0, c1 in column_groups(kernel, kernel, max_taps)]
+
+
+def separable_layers(config: NASNetConfig) -> dict[str, tuple[int, int]]:
+    """{Keras SeparableConv2D name: (kernel, stride)} of every separable conv in the network."""
+    out = {}
+    for spec in config.cells():
+        g = spec.genotype
+        for i, op in enumerate(g.ops):
+            if op.is_separable:
+                name = f"{g.keras_names[i]}_{spec.block_id}"
+                out[f"separable_conv_1_{name}"] = (op.kernel_size, g.stride(i))
+                out[f"separable_conv_2_{name}"] = (op.kernel_size, 1)
+    return out
+
+
+def group_window(size: int, pad: tuple[int, int], kernel: int, start: int, taps: int,
+                 stride: int) -> tuple[int, int, int, int] | None:
+    """Along one axis, how a kernel group (``taps`` taps from kernel offset ``start``) of a 'same'-padded
+    convolution (``pad`` before/after, ``kernel`` taps in all) reads the input:
+    (crop_before, crop_after, pad_before, pad_after), so that a 'valid' convolution of the group's kernel on
+    the cropped and padded input gives the group's share of every output. None: the group reads only
+    padding (small inputs), its share is zero."""
+    n_out = (size + pad[0] + pad[1] - kernel) // stride + 1
+    first = start - pad[0]  # first input position read (output 0, tap 0)
+    last = stride * (n_out - 1) + start + taps - 1 - pad[0]
+    if first > size - 1 or last < 0:
+        return None
+    before, after = -first, last - (size - 1)
+    return max(0, -before), max(0, -after), max(0, before), max(0, after)
+
+
 def needs_split(kernel: int) -> bool:
     return kernel * kernel > MAX_DW_TAPS
 
 
-def split_separable_weights(name: str, arrays: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
-    """SeparableConv2D weights -> depthwise column pieces ``{name}_dw{g}`` and pointwise ``{name}_pw``."""
+def split_separable_weights(name: str, arrays: list[np.ndarray], stride: int = 1) -> dict[str, list[np.ndarray]]:
+    """SeparableConv2D weights -> depthwise kernel pieces ``{name}_dw{g}`` (:func:`tap_groups`) and the
+    pointwise ``{name}_pw``."""
     dw, pw = arrays
-    out = {f"{name}_dw{g}": [np.ascontiguousarray(dw[:, c0:c1])] for g, (c0, c1) in
-           enumerate(column_groups(dw.shape[0], dw.shape[1]))}
+    out = {f"{name}_dw{g}": [np.ascontiguousarray(dw[r0:r1, c0:c1])] for g, (r0, r1, c0, c1) in
+           enumerate(tap_groups(dw.shape[0], stride))}
     out[f"{name}_pw"] = [pw]
     return out
+
+
+def join_separable_weights(pieces: list[np.ndarray], kernel: int, stride: int) -> np.ndarray:
+    """Inverse of the depthwise split of :func:`split_separable_weights`."""
+    dw = np.zeros((kernel, kernel) + pieces[0].shape[2:], pieces[0].dtype)
+    for (r0, r1, c0, c1), piece in zip(tap_groups(kernel, stride), pieces):
+        dw[r0:r1, c0:c1] = piece
+    return dw
 
 
 @dataclass(frozen=True)
@@ -74,6 +137,7 @@ class Lowering:
     same_padding: bool = True
     merge_twin_pools: bool = True  # avg(p) + avg(p) -> one pool with weights 2/k^2 (normal cell block 4)
     split_large_dwconv: bool = True  # k x k depthwise with k*k > 25 taps -> column groups of <= 25 taps
+    share_relu: bool = True  # one ReLU per cell state, read by every op that starts with one (XNNPACK has no CSE)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -132,19 +196,22 @@ def lowered_keras_weights(weights: KerasWeights, config: NASNetConfig, lowering:
             if n1 in out:
                 out[fused] = [pack_factorized(out.pop(n1)[0], out.pop(n2)[0])]
     if lowering.split_large_dwconv:
+        strides = {n: s for n, (_, s) in separable_layers(config).items()}
         for name in [n for n, a in out.items() if n.startswith("separable_conv_") and len(a) == 2 and
                      a[0].ndim == 4 and needs_split(a[0].shape[0])]:
-            out.update(split_separable_weights(name, out.pop(name)))
+            out.update(split_separable_weights(name, out.pop(name), strides.get(name, 1)))
     return out
 
 
 def reference_keras_weights(weights: KerasWeights, config: NASNetConfig) -> KerasWeights:
     """Inverse of :func:`lowered_keras_weights`."""
     out = dict(weights)
+    layers = separable_layers(config)
     for pw in [n for n in out if n.endswith("_pw") and n.startswith("separable_conv_")]:
         name = pw[: -len("_pw")]
         pieces = sorted((n for n in out if n.startswith(name + "_dw")), key=lambda n: int(n.rsplit("_dw", 1)[1]))
-        out[name] = [np.concatenate([out.pop(n)[0] for n in pieces], axis=1), out.pop(pw)[0]]
+        kernel, stride = layers[name]
+        out[name] = [join_separable_weights([out.pop(n)[0] for n in pieces], kernel, stride), out.pop(pw)[0]]
     for n1, n2, fused in factorized_names(config):
         if fused in out:
             k = out.pop(fused)[0]

@@ -16,8 +16,8 @@ from torch import nn
 
 from edge.config import BN_EPSILON, BN_MOMENTUM_TORCH, CellSpec, NASNetConfig, Pooling, same_pad, stem_output_size
 from edge.genotypes import Combine, Op
-from edge.lowering import (FUSED_SUFFIX, Lowering, avg_correction, column_groups, is_twin_pool_block, needs_split,
-                           split_for_concat)
+from edge.lowering import (FUSED_SUFFIX, Lowering, avg_correction, group_window, is_twin_pool_block, needs_split,
+                           split_for_concat, tap_groups)
 
 
 # ----------------------------------------------------------------------------- weighted layers
@@ -72,27 +72,37 @@ class KerasDepthwiseConv2d(nn.Conv2d):
 
 
 class SplitSeparableConv2d(nn.Module):
-    """Edge form of a large-kernel SeparableConv2D: explicit 'same' padding, depthwise column groups of at
-    most 25 taps on column-shifted views, summed, then the pointwise conv (see edge.lowering)."""
+    """Edge form of a large-kernel SeparableConv2D: depthwise kernel groups of at most 25 taps
+    (:func:`~edge.lowering.tap_groups`), each on the input through its own zero pad (and crop where a
+    group starts beyond the padding), summed, then the pointwise conv (see edge.lowering)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, hw: tuple[int, int], *, keras_name: str):
         super().__init__()
-        self.pad = _pad4(hw, (kernel, kernel), (stride, stride))
-        wp = hw[1] + self.pad[0] + self.pad[1]
-        ow = -(-hw[1] // stride)
-        self.groups = column_groups(kernel, kernel)
-        self.spans = [(c0, c0 + stride * (ow - 1) + (c1 - c0)) for c0, c1 in self.groups]
-        assert all(end <= wp for _, end in self.spans)
-        self.depthwise = nn.ModuleList(KerasDepthwiseConv2d(cin, (kernel, c1 - c0), stride,
+        left, right, top, bottom = _pad4(hw, (kernel, kernel), (stride, stride))
+        self.groups = tap_groups(kernel, stride)
+        self.windows = []  # per group: (row crop, col crop, F.pad tuple), None if it reads only padding
+        for r0, r1, c0, c1 in self.groups:
+            rows = group_window(hw[0], (top, bottom), kernel, r0, r1 - r0, stride)
+            cols = group_window(hw[1], (left, right), kernel, c0, c1 - c0, stride)
+            if rows is None or cols is None:
+                self.windows.append(None)
+                continue
+            (rc0, rc1, pt, pb), (cc0, cc1, pl, pr) = rows, cols
+            self.windows.append(((rc0, hw[0] - rc1), (cc0, hw[1] - cc1), (pl, pr, pt, pb)))
+        self.depthwise = nn.ModuleList(KerasDepthwiseConv2d(cin, (r1 - r0, c1 - c0), stride,
                                                             keras_name=f"{keras_name}_dw{g}")
-                                       for g, (c0, c1) in enumerate(self.groups))
+                                       for g, (r0, r1, c0, c1) in enumerate(self.groups))
         self.pointwise = KerasConv2d(cin, cout, 1, keras_name=f"{keras_name}_pw")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, self.pad)
         y = None
-        for conv, (a, b) in zip(self.depthwise, self.spans):
-            part = conv(x[:, :, :, a:b])
+        h, w = x.shape[2], x.shape[3]
+        for conv, window in zip(self.depthwise, self.windows):
+            if window is None:
+                continue
+            (a, b), (c, d), pad = window
+            xi = x if (a, b, c, d) == (0, h, 0, w) else x[:, :, a:b, c:d]
+            part = conv(F.pad(xi, pad) if any(pad) else xi)
             y = part if y is None else y + part
         return self.pointwise(y)
 
@@ -168,8 +178,10 @@ class SeparableBlock(nn.Module):
         self.bn1 = KerasBatchNorm2d(filters, keras_name=f"separable_conv_1_bn_{name}")
         self.bn2 = KerasBatchNorm2d(filters, keras_name=f"separable_conv_2_bn_{name}")
 
+    pre_relu = True  # False: the cell passes the ReLU of the state, shared (edge.lowering share_relu)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn1(self.sep1(self.pad(F.relu(x))))
+        x = self.bn1(self.sep1(self.pad(F.relu(x) if self.pre_relu else x)))
         return self.bn2(self.sep2(F.relu(x)))
 
 
@@ -195,8 +207,10 @@ class ConvBlock(nn.Module):
         self.subsample = op is Op.DIL_CONV_3X3 and stride > 1
         self.bn = KerasBatchNorm2d(filters, keras_name=f"{name}_bn")
 
+    pre_relu = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.convs(F.relu(x))
+        x = self.convs(F.relu(x) if self.pre_relu else x)
         return self.bn(x[:, :, ::2, ::2] if self.subsample else x)
 
 
@@ -264,8 +278,11 @@ class FactorizedReduce(nn.Module):
         out = (-(-hw[0] // 2), -(-hw[1] // 2))
         self.shift_pad = (0, out[1] - hw[1] // 2, 0, out[0] - hw[0] // 2)
 
+    pre_relu = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(x)
+        if self.pre_relu:
+            x = F.relu(x)
         if self.fused:
             if any(self.pad):
                 x = F.pad(x, self.pad)
@@ -364,18 +381,32 @@ class Cell(nn.Module):
             hws.append(out_hw if g.reduces and any(g.inputs[i] < 2 for i in (2 * b, 2 * b + 1)) else
                        hws[g.inputs[2 * b]])
         self.ops = nn.ModuleList(ops)
+        self.share_relu = lowering is not None and lowering.share_relu
+        if self.share_relu:  # edge form: the cell computes each state's ReLU once (see forward)
+            for op in ops:
+                if hasattr(op, "pre_relu"):
+                    op.pre_relu = False
         self.out_channels = sum(channels[i] for i in g.concat)
 
     def forward(self, x: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
         p = self.adjust(x if p is None else p)
         states = [self.base(x), p]
         g = self.genotype
+        relus: dict[int, torch.Tensor] = {}
+
+        def apply(i: int) -> torch.Tensor:
+            op, s = self.ops[i], g.inputs[i]
+            if getattr(op, "pre_relu", True):
+                return op(states[s])
+            if s not in relus:
+                relus[s] = F.relu(states[s])
+            return op(relus[s])
+
         for b in range(g.num_blocks):
             if self.twins[b]:
-                states.append(self.ops[2 * b](states[g.inputs[2 * b]]))
+                states.append(apply(2 * b))
                 continue
-            left = self.ops[2 * b](states[g.inputs[2 * b]])
-            right = self.ops[2 * b + 1](states[g.inputs[2 * b + 1]])
+            left, right = apply(2 * b), apply(2 * b + 1)
             states.append(left + right if g.combine is Combine.ADD else torch.cat([left, right], dim=1))
         outs = [states[i] for i in g.concat]
         groups = split_for_concat(outs) if self.split_concat else [outs]

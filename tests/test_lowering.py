@@ -33,7 +33,8 @@ def reference(keras_reference):
 
 
 @pytest.mark.parametrize("lowering", [EDGE, EDGE_FLOAT, Lowering(fuse_factorized=False, split_concat=False),
-                                      Lowering(avgpool_as_dwconv=False, relu_as_dwconv=False)])
+                                      Lowering(avgpool_as_dwconv=False, relu_as_dwconv=False),
+                                      Lowering(share_relu=False, merge_twin_pools=False)])
 def test_edge_form_equals_reference_in_both_builders(reference, real_images, lowering):
     model, weights = reference
     cfg = model.config
@@ -70,9 +71,18 @@ def test_factorized_reduction_packs_into_one_2x2_conv_and_back():
     assert fused.shape == (2, 2, 8, 6) and fused[0, 1].max() == 0 and fused[1, 0].max() == 0
     cfg = nasnet_mobile()
     w = {"adjust_conv_1_0": [k1], "adjust_conv_2_0": [k2]}
-    back = reference_keras_weights(lowered_keras_weights(w, cfg), cfg)
+    # and the 7x7 separable convs (stride 2 and 1: different kernel groups) split and join back
+    sep = {n: [rng.normal(size=(7, 7, 4, 1)), rng.normal(size=(1, 1, 4, 5))]
+           for n in ("separable_conv_1_reduction_right1_stem_1", "separable_conv_2_reduction_right1_stem_1")}
+    lowered = lowered_keras_weights({**w, **sep}, cfg)
+    assert lowered["separable_conv_1_reduction_right1_stem_1_dw0"][0].shape[:2] == (2, 7)  # stride 2
+    assert lowered["separable_conv_2_reduction_right1_stem_1_dw0"][0].shape[:2] == (7, 3)  # stride 1
+    back = reference_keras_weights(lowered, cfg)
     np.testing.assert_allclose(back["adjust_conv_1_0"][0], k1, rtol=0, atol=1e-7)
     np.testing.assert_allclose(back["adjust_conv_2_0"][0], k2, rtol=0, atol=1e-7)
+    for n, arrays in sep.items():
+        for a, b in zip(back[n], arrays):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_concat_split_respects_xnnpack_arity():
@@ -98,3 +108,45 @@ def test_edge_form_has_no_ops_that_xnnpack_rejects():
     assert "ZeroPadding2D" in kinds  # Keras-mode max pools keep their zero padding (PAD is delegated)
     assert all(len(l.input) <= 5
                for l in model.layers if type(l).__name__ == "Concatenate")
+
+
+def test_edge_form_computes_each_cell_states_relu_once():
+    """share_relu: NASNet-A reads a cell state in up to three ops that each start with its ReLU; XNNPACK does
+    not merge equal ops, so the reference form runs 44 more standalone clamps. Pinned on the exported graph."""
+    import torch
+
+    cfg = nasnet_mobile(num_classes=10, input_size=64)
+    x = torch.zeros(1, 3, 64, 64)
+
+    def relus(lowering) -> int:
+        model = build_torch_model(cfg, lowered=lowering).eval()
+        graph = torch.export.export(model, (x,), strict=False).graph
+        return sum(1 for n in graph.nodes if n.op == "call_function" and "relu" in str(n.target))
+
+    assert relus(Lowering(share_relu=False)) - relus(EDGE) == 44
+
+
+@pytest.mark.parametrize("size,stride", [(14, 1), (14, 2), (13, 2), (9, 1), (2, 1), (3, 2), (1, 2)])
+def test_tap_groups_sum_to_the_same_padded_7x7_depthwise_conv(size, stride):
+    """The 7x7 split (2x7 + 5x2 + 5x5, each through its own pad/crop) equals the 'same' 7x7 depthwise conv."""
+    import torch
+    import torch.nn.functional as F
+
+    from edge.config import same_pad
+    from edge.lowering import group_window, tap_groups
+
+    groups = tap_groups(7, stride)
+    assert [(r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in groups] == ([14, 10, 25] if stride == 2 else [21, 21, 7])
+    g = torch.Generator().manual_seed(size + stride)
+    x, k = torch.randn(1, 4, size, size, generator=g), torch.randn(4, 1, 7, 7, generator=g)
+    (pt, pb), (pl, pr) = same_pad(size, 7, stride), same_pad(size, 7, stride)
+    want = F.conv2d(F.pad(x, (pl, pr, pt, pb)), k, stride=stride, groups=4)
+    got = 0
+    for r0, r1, c0, c1 in groups:
+        rows, cols = (group_window(size, p, 7, a, b - a, stride) for p, a, b in (((pt, pb), r0, r1), ((pl, pr), c0, c1)))
+        if rows is None or cols is None:
+            continue
+        (rc0, rc1, gt, gb), (cc0, cc1, gl, gr) = rows, cols
+        xi = F.pad(x[:, :, rc0:size - rc1, cc0:size - cc1], (gl, gr, gt, gb))
+        got = got + F.conv2d(xi, k[:, :, r0:r1, c0:c1], stride=stride, groups=4)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
