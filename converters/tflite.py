@@ -37,8 +37,13 @@ IO_TYPES = ("int8", "uint8", "float")
 
 # ----------------------------------------------------------------------------- conversion
 def convert_keras(model, precision: Precision, calibration=None, io: str = "int8",
-                  progress: bool = True, multi_input: bool = False) -> bytes:
-    """TFLite flatbuffer bytes for a Keras model."""
+                  progress: bool = True, multi_input: bool = False, ranges: str = "mse",
+                  report: dict | None = None) -> bytes:
+    """TFLite flatbuffer bytes for a Keras model.
+
+    int8: ``ranges`` 'mse' quantizes activations with error-minimizing ranges (:mod:`converters.ranges`),
+    'minmax' with the calibrator's own min/max. ``report``, if given, receives what the range pass did.
+    """
     from edge.quiet import import_tensorflow
 
     import_tensorflow()
@@ -58,10 +63,13 @@ def convert_keras(model, precision: Precision, calibration=None, io: str = "int8
         # the converter's native output is captured below; the bar writes to a duplicate of stderr
         bar_stream = os.fdopen(os.dup(2), "w")
 
-        def representative():
-            for x in tqdm(calibration, desc="calibrate", unit="img", disable=not progress, leave=False,
-                          file=bar_stream):
+        def samples():
+            for x in calibration:
                 yield x if multi_input else [x[None].astype(np.float32)]
+
+        def representative():
+            yield from tqdm(samples(), total=len(calibration), desc="calibrate", unit="img", disable=not progress,
+                            leave=False, file=bar_stream)
 
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative
@@ -69,11 +77,28 @@ def convert_keras(model, precision: Precision, calibration=None, io: str = "int8
         dtype = {"int8": tf.int8, "uint8": tf.uint8, "float": tf.float32}[io]
         conv.inference_input_type = dtype
         conv.inference_output_type = dtype
+        if ranges not in ("mse", "minmax"):
+            raise ConversionError(f"unknown activation ranges '{ranges}'; use mse or minmax")
+        conv._experimental_calibrate_only = ranges == "mse"
     from edge.quiet import captured_fds
 
     with captured_fds(not log.isEnabledFor(logging.DEBUG)) as capture:
         try:
-            return bytes(conv.convert())
+            flat = bytes(conv.convert())
+            if precision is Precision.INT8 and ranges == "mse":
+                from tensorflow.lite.python.convert import mlir_quantize
+
+                from converters.ranges import refine_calibrated_model
+
+                flat, summary = refine_calibrated_model(flat, list(samples()), [i.name for i in model.inputs],
+                                                        progress=progress, bar_file=bar_stream)
+                if report is not None:
+                    report.update(summary)
+                # what TFLiteConverter.convert() runs after calibration, with the refined statistics
+                flat = bytes(mlir_quantize(flat, input_data_type=dtype, output_data_type=dtype))
+            elif precision is Precision.INT8 and report is not None:
+                report.update({"method": "minmax"})
+            return flat
         except Exception as e:
             detail = ""
             if capture is not None:
@@ -158,7 +183,7 @@ def delegation_report(path: Path, threads: int = 1) -> dict:
 
 # ----------------------------------------------------------------------------- per-cell export
 def export_cells(cfg, weights, lowering, precision: Precision, calibration: np.ndarray | None, io: str,
-                 out_dir: Path, whole_model) -> dict:
+                 out_dir: Path, whole_model, ranges: str = "mse") -> dict:
     """Every part (stem, cells, head) as its own ``.tflite`` with its real input shapes.
 
     int8 parts are calibrated on the activations the whole float network produces at that point for
@@ -187,7 +212,7 @@ def export_cells(cfg, weights, lowering, precision: Precision, calibration: np.n
         calib = None
         if feeds_per_image is not None:
             calib = [[f[k][j][None].astype(np.float32) for j in range(len(f[k]))] for f in feeds_per_image]
-        flat = convert_keras(model, precision, calib, io, progress=False, multi_input=True)
+        flat = convert_keras(model, precision, calib, io, progress=False, multi_input=True, ranges=ranges)
         path = cell_dir / f"{k:02d}_{name}_{precision.value}.tflite"
         tmp = path.with_name("." + path.name + ".tmp")
         tmp.write_bytes(flat)
@@ -210,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_arguments(p, [x.value for x in Precision])
     p.add_argument("--io", choices=IO_TYPES, default="int8",
                    help="int8 model input/output type; 'float' keeps quantize/dequantize inside the model")
+    p.add_argument("--activation-ranges", choices=["mse", "minmax"], default="mse",
+                   help="int8 activation ranges: 'mse' minimizes each tensor's quantization error on the "
+                        "calibration images (converters/ranges.py), 'minmax' is the TFLite calibrator's own")
     return p
 
 
@@ -267,7 +295,9 @@ def convert(args: argparse.Namespace) -> dict:
         ref_logits = np.asarray(reference.predict(validation.batch, verbose=0, batch_size=16))
 
     with stages.stage(f"convert to {precision.value}" + (" (calibrating)" if calibration is not None else "")):
-        flat = convert_keras(model, precision, calibration.batch if calibration is not None else None, args.io)
+        ranges_report: dict = {}
+        flat = convert_keras(model, precision, calibration.batch if calibration is not None else None, args.io,
+                             ranges=args.activation_ranges, report=ranges_report)
 
     embedded = {"format": "tflite", "model": cfg.name, "precision": precision.value, "lowered": lowered,
                 "labels": src.labels, "preprocessing": pre.to_dict(), "io": args.io if precision is Precision.INT8
@@ -293,7 +323,8 @@ def convert(args: argparse.Namespace) -> dict:
         **embedded,
         "artifact": artifact.name, "created": now_iso(), "command": command_line(),
         "source": src.describe(), "config": cfg.to_dict(),
-        "calibration": calibration.describe(args.calibration) if calibration is not None else None,
+        "calibration": ({**calibration.describe(args.calibration), "activation_ranges": ranges_report}
+                        if calibration is not None else None),
         "validation": {"reference": "Keras float32 model (reference network, not lowered)", **val,
                        "images_folder": str(args.validation) if args.validation else "package validation set",
                        "unreadable_skipped": len(validation.skipped)},
@@ -308,7 +339,8 @@ def convert(args: argparse.Namespace) -> dict:
     if args.cells:
         with stages.stage("per-cell export"):
             cells = export_cells(cfg, model_weights, lowering, precision,
-                                 calibration.batch if calibration is not None else None, args.io, out_dir, model)
+                                 calibration.batch if calibration is not None else None, args.io, out_dir, model,
+                                 ranges=args.activation_ranges)
         manifest["cells"] = {"folder": "cells", "manifest": "cells/cells.json", "count": len(cells["parts"])}
     write_json_atomic(artifact.with_name(artifact.name + ".json"), manifest)
 

@@ -76,3 +76,35 @@ def test_quantization_report_on_a_small_network(small_model):
 def test_quantization_report_rejects_a_missing_folder(tmp_path):
     r = run_module("benchmarks.quantization", "--data", tmp_path / "nope", "--output", tmp_path / "o")
     assert_one_line_error(r)
+
+
+def test_mse_range_clips_rare_outliers_and_keeps_dense_ranges():
+    """converters.ranges: one outlier no longer sets the int8 step; ReLU ranges keep 0; uniform data keeps
+    (almost) its whole range. The chosen range has lower quantization error than min/max on the values."""
+    from converters.ranges import RangeHistograms, mse_range
+
+    rng = np.random.default_rng(0)
+
+    def quant_mse(v, a, b):
+        step = (b - a) / 255
+        return float(((np.round((np.clip(v, a, b) - a) / step) * step + a - v) ** 2).mean())
+
+    def chosen(v):
+        h = RangeHistograms({0: (float(v.min()), float(v.max()))})
+        h.add(0, v)
+        return h.best_ranges()[0]
+
+    # one outlier among 2M values (an activation tensor over 100 images has tens of millions)
+    v = np.concatenate([rng.normal(0, 1, 2_000_000), [40.0]])
+    a, b = chosen(v)
+    assert b < 0.5 * v.max() and a < 0 and quant_mse(v, a, b) < 0.5 * quant_mse(v, v.min(), v.max())
+    few = np.concatenate([rng.normal(0, 1, 20_000), [40.0]])  # in 20k values the outlier matters: kept
+    a, b = chosen(few)
+    assert b > 0.5 * few.max() and quant_mse(few, a, b) <= quant_mse(few, few.min(), few.max())
+    relu = np.maximum(rng.normal(0, 1, 100_000), 0)
+    a, b = chosen(relu)
+    assert a == 0.0 and 0 < b <= relu.max()
+    flat = rng.uniform(-3, 5, 100_000)
+    a, b = chosen(flat)
+    assert a <= -0.9 * 3 and b >= 0.9 * 5
+    assert mse_range(np.zeros(16), -1.0, 1.0) == (-1.0, 1.0)  # nothing observed: unchanged
