@@ -265,7 +265,9 @@ def plot(result: dict, path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(ok) + 1.5))
     labels = [f"{r['name']} {r['runtime']}/{r['delegate']}/{r['threads']}t @{r.get('device', 'local')}" for r in ok]
-    ax.boxplot([r["times_ms"] for r in ok], vert=False, showfliers=False)
+    # 'orientation' replaced 'vert' in Matplotlib 3.10 (vert warns from 3.11)
+    horizontal = {"orientation": "horizontal"} if _mpl_version() >= (3, 10) else {"vert": False}
+    ax.boxplot([r["times_ms"] for r in ok], showfliers=False, **horizontal)
     ax.set_yticks(range(1, len(ok) + 1), labels, fontsize=8)
     ax.set_xlabel("latency per image (ms)")
     ax.set_title(f"{result['name']}: {result['environment']['cpu']}", fontsize=9)
@@ -414,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli(go)
+
+
+def _mpl_version() -> tuple[int, int]:
+    import matplotlib
+
+    return tuple(int(p) for p in matplotlib.__version__.split(".")[:2] if p.isdigit())
 
 
 if __name__ == "__main__":
