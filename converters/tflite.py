@@ -75,11 +75,12 @@ def convert_keras(model, precision: Precision, calibration=None, io: str = "int8
         conv.representative_dataset = representative
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         dtype = {"int8": tf.int8, "uint8": tf.uint8, "float": tf.float32}[io]
-        conv.inference_input_type = dtype
-        conv.inference_output_type = dtype
         if ranges not in ("mse", "minmax"):
             raise ConversionError(f"unknown activation ranges '{ranges}'; use mse or minmax")
         conv._experimental_calibrate_only = ranges == "mse"
+        if ranges == "minmax":  # with 'mse', mlir_quantize below sets the input/output type
+            conv.inference_input_type = dtype
+            conv.inference_output_type = dtype
     from edge.quiet import captured_fds
 
     with captured_fds(not log.isEnabledFor(logging.DEBUG)) as capture:
