@@ -26,7 +26,7 @@ python -m benchmarks.run "$A"/nasnet_mobile_stock_fp32.tflite "$A"/nasnet_mobile
     --name "stock vs lowered, default model" \
     --output "$R/benchmark" --quiet
 python -m benchmarks.run --cells "$A/fp32/cells" --cells "$A/int8/cells" --runs 40 --rounds 4 --output "$R/cells" --quiet
-python -m converters.executorch --int8 --cells --fp32-parts none --output "$A/et_cells_int8"  # every part int8, for the profile
+python -m converters.executorch --int8 --cells --output "$A/et_cells_int8"
 python -m converters.executorch --precision fp32 --cells --output "$A/et_cells_fp32"
 python -m benchmarks.run --cells "$A/et_cells_fp32/cells" --cells "$A/et_cells_int8/cells" --threads 1 --runs 20 --rounds 4 \
     --output "$R/cells_executorch" --quiet
