@@ -14,8 +14,9 @@ minimizes the error, kept ExecuTorch at 98%. Here:
    on that histogram: clipping error outside, step^2 / 12 inside (:func:`mse_range`);
 4. the quantizer (``mlir_quantize``, what ``convert()`` runs after calibration) quantizes with them.
 
-Measured on the default model (``docs/quantization.md``): agreement with fp32 on the 3525 Imagenette val
-images 96.6% -> 98.5%, top-1 84.23% -> 84.51% (fp32 84.43%), same latency (the graph is unchanged).
+Measured on the default model (``docs/quantization.md`` section 5, same graph): top-1 agreement with fp32
+on the 3525 Imagenette val images 96.6% (min/max) -> 98.5%, mean KL 0.0166 -> 0.0042; the shipped edge
+int8 artifact agrees on 98.3%. Same latency: the graph is unchanged.
 """
 
 from __future__ import annotations
@@ -111,14 +112,9 @@ def refine_calibrated_model(calibrated: bytes, samples, input_names: list[str] |
 
 
 def _input_order(details: list[dict], names: list[str] | None) -> list[int]:
-    """For each interpreter input, the index of the sample array that feeds it (by Keras input name)."""
-    if len(details) == 1 or not names:
-        return list(range(len(details)))
-    order = []
-    for d in details:
-        key = d["name"].split(":")[0].removeprefix("serving_default_")
-        hits = [j for j, n in enumerate(names) if n == key]
-        if len(hits) != 1:
-            return list(range(len(details)))
-        order.append(hits[0])
-    return order if sorted(order) == list(range(len(details))) else list(range(len(details)))
+    """For each interpreter input, the index of the sample array that feeds it (by Keras input name;
+    in order when the names do not match one to one)."""
+    keys = [d["name"].split(":")[0].removeprefix("serving_default_") for d in details]
+    if names and len(set(names)) == len(names) and sorted(keys) == sorted(names):
+        return [names.index(k) for k in keys]
+    return list(range(len(details)))

@@ -15,7 +15,7 @@ import numpy as np
 
 from edge.config import BN_EPSILON, BN_MOMENTUM_KERAS, CellSpec, NASNetConfig, Pooling, same_pad
 from edge.genotypes import Combine, Op
-from edge.lowering import (Lowering, avg_correction, group_window, is_twin_pool_block, needs_split,
+from edge.lowering import (Lowering, avg_correction, group_windows, is_twin_pool_block, needs_split,
                            split_for_concat, tap_groups)
 from edge.torch_model import adjust_kind
 from edge.weights import KerasWeights
@@ -127,15 +127,12 @@ def _split_separable(x, filters: int, kernel: int, stride: int, name: str):
     on the input through its own zero pad (and crop where needed), summed, then the pointwise conv. Same
     function as the 'same'-padded separable conv (see edge.lowering.tap_groups)."""
     layers = _layers()
-    h, w = int(x.shape[1]), int(x.shape[2])
-    pad_h, pad_w = same_pad(h, kernel, stride), same_pad(w, kernel, stride)
+    hw = (int(x.shape[1]), int(x.shape[2]))
     parts = []
-    for g, (r0, r1, c0, c1) in enumerate(tap_groups(kernel, stride)):
-        rows = group_window(h, pad_h, kernel, r0, r1 - r0, stride)
-        cols = group_window(w, pad_w, kernel, c0, c1 - c0, stride)
-        if rows is None or cols is None:  # reads only padding (tiny inputs): contributes zero
+    for g, ((r0, r1, c0, c1), window) in enumerate(zip(tap_groups(kernel, stride), group_windows(hw, kernel, stride))):
+        if window is None:  # reads only padding (tiny inputs): contributes zero
             continue
-        (rc0, rc1, pt, pb), (cc0, cc1, pl, pr) = rows, cols
+        (rc0, rc1, pt, pb), (cc0, cc1, pl, pr) = window
         xi = layers.Cropping2D(((rc0, rc1), (cc0, cc1)))(x) if (rc0 or rc1 or cc0 or cc1) else x
         xi = layers.ZeroPadding2D(((pt, pb), (pl, pr)))(xi) if (pt or pb or pl or pr) else xi
         parts.append(layers.DepthwiseConv2D((r1 - r0, c1 - c0), strides=stride, padding="valid", use_bias=False,

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.config import NASNetConfig
+from edge.config import NASNetConfig, same_pad
 from edge.weights import KerasWeights
 
 FUSED_SUFFIX = "_fused"
@@ -89,7 +89,7 @@ def separable_layers(config: NASNetConfig) -> dict[str, tuple[int, int]]:
 
 
 def group_window(size: int, pad: tuple[int, int], kernel: int, start: int, taps: int,
-                 stride: int) -> tuple[int, int, int, int] | None:
+                 stride: int) -> "Window | None":
     """Along one axis, how a kernel group (``taps`` taps from kernel offset ``start``) of a 'same'-padded
     convolution (``pad`` before/after, ``kernel`` taps in all) reads the input:
     (crop_before, crop_after, pad_before, pad_after), so that a 'valid' convolution of the group's kernel on
@@ -102,6 +102,21 @@ def group_window(size: int, pad: tuple[int, int], kernel: int, start: int, taps:
         return None
     before, after = -first, last - (size - 1)
     return max(0, -before), max(0, -after), max(0, before), max(0, after)
+
+
+Window = tuple[int, int, int, int]  # (crop_before, crop_after, pad_before, pad_after) along one axis
+
+
+def group_windows(hw: tuple[int, int], kernel: int, stride: int) -> list[tuple[Window, Window] | None]:
+    """For each group of :func:`tap_groups` of a 'same'-padded ``kernel`` x ``kernel`` conv on an ``hw``
+    input: its (rows, cols) windows (:func:`group_window`), or None where it reads only padding."""
+    pad_h, pad_w = same_pad(hw[0], kernel, stride), same_pad(hw[1], kernel, stride)
+    out = []
+    for r0, r1, c0, c1 in tap_groups(kernel, stride):
+        rows = group_window(hw[0], pad_h, kernel, r0, r1 - r0, stride)
+        cols = group_window(hw[1], pad_w, kernel, c0, c1 - c0, stride)
+        out.append(None if rows is None or cols is None else (rows, cols))
+    return out
 
 
 def needs_split(kernel: int) -> bool:
@@ -136,7 +151,7 @@ class Lowering:
     split_concat: bool = True
     same_padding: bool = True
     merge_twin_pools: bool = True  # avg(p) + avg(p) -> one pool with weights 2/k^2 (normal cell block 4)
-    split_large_dwconv: bool = True  # k x k depthwise with k*k > 25 taps -> column groups of <= 25 taps
+    split_large_dwconv: bool = True  # k x k depthwise with k*k > 25 taps -> tap_groups of <= 25 taps each
     share_relu: bool = True  # one ReLU per cell state, read by every op that starts with one (XNNPACK has no CSE)
 
     def to_dict(self) -> dict:

@@ -16,7 +16,7 @@ from torch import nn
 
 from edge.config import BN_EPSILON, BN_MOMENTUM_TORCH, CellSpec, NASNetConfig, Pooling, same_pad, stem_output_size
 from edge.genotypes import Combine, Op
-from edge.lowering import (FUSED_SUFFIX, Lowering, avg_correction, group_window, is_twin_pool_block, needs_split,
+from edge.lowering import (FUSED_SUFFIX, Lowering, avg_correction, group_windows, is_twin_pool_block, needs_split,
                            split_for_concat, tap_groups)
 
 
@@ -78,16 +78,13 @@ class SplitSeparableConv2d(nn.Module):
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, hw: tuple[int, int], *, keras_name: str):
         super().__init__()
-        left, right, top, bottom = _pad4(hw, (kernel, kernel), (stride, stride))
         self.groups = tap_groups(kernel, stride)
-        self.windows = []  # per group: (row crop, col crop, F.pad tuple), None if it reads only padding
-        for r0, r1, c0, c1 in self.groups:
-            rows = group_window(hw[0], (top, bottom), kernel, r0, r1 - r0, stride)
-            cols = group_window(hw[1], (left, right), kernel, c0, c1 - c0, stride)
-            if rows is None or cols is None:
+        self.windows = []  # per group: (row slice, col slice, F.pad tuple), None if it reads only padding
+        for window in group_windows(hw, kernel, stride):
+            if window is None:
                 self.windows.append(None)
                 continue
-            (rc0, rc1, pt, pb), (cc0, cc1, pl, pr) = rows, cols
+            (rc0, rc1, pt, pb), (cc0, cc1, pl, pr) = window
             self.windows.append(((rc0, hw[0] - rc1), (cc0, hw[1] - cc1), (pl, pr, pt, pb)))
         self.depthwise = nn.ModuleList(KerasDepthwiseConv2d(cin, (r1 - r0, c1 - c0), stride,
                                                             keras_name=f"{keras_name}_dw{g}")

@@ -133,7 +133,7 @@ def test_tap_groups_sum_to_the_same_padded_7x7_depthwise_conv(size, stride):
     import torch.nn.functional as F
 
     from edge.config import same_pad
-    from edge.lowering import group_window, tap_groups
+    from edge.lowering import group_windows, tap_groups
 
     groups = tap_groups(7, stride)
     assert [(r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in groups] == ([14, 10, 25] if stride == 2 else [21, 21, 7])
@@ -142,11 +142,10 @@ def test_tap_groups_sum_to_the_same_padded_7x7_depthwise_conv(size, stride):
     (pt, pb), (pl, pr) = same_pad(size, 7, stride), same_pad(size, 7, stride)
     want = F.conv2d(F.pad(x, (pl, pr, pt, pb)), k, stride=stride, groups=4)
     got = 0
-    for r0, r1, c0, c1 in groups:
-        rows, cols = (group_window(size, p, 7, a, b - a, stride) for p, a, b in (((pt, pb), r0, r1), ((pl, pr), c0, c1)))
-        if rows is None or cols is None:
+    for (r0, r1, c0, c1), window in zip(groups, group_windows((size, size), 7, stride)):
+        if window is None:  # reads only padding
             continue
-        (rc0, rc1, gt, gb), (cc0, cc1, gl, gr) = rows, cols
+        (rc0, rc1, gt, gb), (cc0, cc1, gl, gr) = window
         xi = F.pad(x[:, :, rc0:size - rc1, cc0:size - cc1], (gl, gr, gt, gb))
         got = got + F.conv2d(xi, k[:, :, r0:r1, c0:c1], stride=stride, groups=4)
     assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)

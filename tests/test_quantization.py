@@ -108,3 +108,15 @@ def test_mse_range_clips_rare_outliers_and_keeps_dense_ranges():
     a, b = chosen(flat)
     assert a <= -0.9 * 3 and b >= 0.9 * 5
     assert mse_range(np.zeros(16), -1.0, 1.0) == (-1.0, 1.0)  # nothing observed: unchanged
+
+
+def test_range_pass_feeds_each_interpreter_input_its_keras_input():
+    """A per-cell part has inputs x and p; LiteRT may list them in another order than Keras."""
+    from converters.ranges import _input_order
+
+    def details(*names):
+        return [{"name": f"serving_default_{n}:0"} for n in names]
+
+    assert _input_order(details("x", "p"), ["x", "p"]) == [0, 1]
+    assert _input_order(details("p", "x"), ["x", "p"]) == [1, 0]
+    assert _input_order(details("a", "b"), ["x", "p"]) == [0, 1]  # no match: in order
