@@ -61,23 +61,29 @@ class LiteRtClassifier(model: File, threads: Int, gpu: Boolean) : Classifier {
     private val outTensor = interpreter.getOutputTensor(0)
 
     override fun logits(input: FloatArray): FloatArray {
-        val inBuf: ByteBuffer = if (inTensor.dataType() == DataType.INT8) {
-            val q = inTensor.quantizationParams()
-            ByteBuffer.wrap(FrameProcessor.quantize(input, q.scale, q.zeroPoint))
-        } else {
-            ByteBuffer.allocateDirect(input.size * 4).order(ByteOrder.nativeOrder()).also { it.asFloatBuffer().put(input) }
+        // float (the converter's default, --io float), uint8 (--io uint8) or int8 (--io int8) input: quantized here
+        // from the tensor's own parameters, which put the toolkit's preprocessing exactly on the pixel values
+        val q = inTensor.quantizationParams()
+        val inBuf: ByteBuffer = when (inTensor.dataType()) {
+            DataType.INT8 -> ByteBuffer.wrap(FrameProcessor.quantize(input, q.scale, q.zeroPoint))
+            DataType.UINT8 -> ByteBuffer.wrap(FrameProcessor.quantizeUint8(input, q.scale, q.zeroPoint))
+            else -> ByteBuffer.allocateDirect(input.size * 4).order(ByteOrder.nativeOrder()).also { it.asFloatBuffer().put(input) }
         }
         val n = outTensor.shape()[1]
+        val qo = outTensor.quantizationParams()
         // an array output must have exactly the tensor's shape, [1, n]
-        return if (outTensor.dataType() == DataType.INT8) {
-            val out = Array(1) { ByteArray(n) }
-            interpreter.run(inBuf, out)
-            val q = outTensor.quantizationParams()
-            Classification.dequantize(out[0], q.scale, q.zeroPoint)
-        } else {
-            val out = Array(1) { FloatArray(n) }
-            interpreter.run(inBuf, out)
-            out[0]
+        return when (outTensor.dataType()) {
+            DataType.INT8, DataType.UINT8 -> {
+                val out = Array(1) { ByteArray(n) }
+                interpreter.run(inBuf, out)
+                if (outTensor.dataType() == DataType.INT8) Classification.dequantize(out[0], qo.scale, qo.zeroPoint)
+                else Classification.dequantizeUint8(out[0], qo.scale, qo.zeroPoint)
+            }
+            else -> {
+                val out = Array(1) { FloatArray(n) }
+                interpreter.run(inBuf, out)
+                out[0]
+            }
         }
     }
 

@@ -21,6 +21,10 @@ object Classification {
     /** Dequantizes an int8 output tensor. */
     fun dequantize(q: ByteArray, scale: Float, zeroPoint: Int): FloatArray =
         FloatArray(q.size) { (q[it] - zeroPoint) * scale }
+
+    /** Dequantizes a uint8 output tensor (`--io uint8`): the bytes read as unsigned. */
+    fun dequantizeUint8(q: ByteArray, scale: Float, zeroPoint: Int): FloatArray =
+        FloatArray(q.size) { ((q[it].toInt() and 0xFF) - zeroPoint) * scale }
 }
 
 /** Exponential moving average of probabilities over frames: alpha = 0 turns smoothing off. */

@@ -137,6 +137,11 @@ object FrameProcessor {
     fun quantize(x: FloatArray, scale: Float, zeroPoint: Int): ByteArray =
         ByteArray(x.size) { Math.min(127, Math.max(-128, Math.round(x[it] / scale) + zeroPoint)).toByte() }
 
+    /** uint8 input tensor (`--io uint8`): round(x / scale) + zeroPoint, clamped to [0, 255], as unsigned bytes.
+     *  With a toolkit int8 artifact's own preprocessing (mean 128, std 127.5) this gives back the pixels. */
+    fun quantizeUint8(x: FloatArray, scale: Float, zeroPoint: Int): ByteArray =
+        ByteArray(x.size) { Math.min(255, Math.max(0, Math.round(x[it] / scale) + zeroPoint)).toByte() }
+
     /** The whole path: camera planes to the model's float input. */
     fun process(
         y: ByteArray, u: ByteArray, v: ByteArray, width: Int, height: Int, yRowStride: Int,

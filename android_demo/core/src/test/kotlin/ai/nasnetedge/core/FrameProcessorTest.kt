@@ -56,6 +56,24 @@ class FrameProcessorTest {
     }
 
     @Test
+    fun pixelGridQuantizesBackToThePixels() {
+        // a toolkit int8 artifact: preprocessing mean 128 / std 127.5, input scale 1/127.5, zero point 128 (uint8) or 0 (int8)
+        val pre = Preprocessing(size = 16, cropFraction = 1f, scale = 1f / 127.5f, offset = -128f / 127.5f)
+        val pixels = IntArray(256 * 3) { (it / 3 + 85 * (it % 3)) % 256 }
+        val x = FrameProcessor.normalize(RgbImage(256, 1, pixels), pre)
+        val u8 = FrameProcessor.quantizeUint8(x, 1f / 127.5f, 128)
+        assertArrayEquals(pixels, IntArray(u8.size) { u8[it].toInt() and 0xFF })
+        val s8 = FrameProcessor.quantize(x, 1f / 127.5f, 0)
+        assertArrayEquals(IntArray(pixels.size) { pixels[it] - 128 }, IntArray(s8.size) { s8[it].toInt() })
+    }
+
+    @Test
+    fun uint8OutputsReadUnsigned() {
+        val y = Classification.dequantizeUint8(byteArrayOf(0, 128.toByte(), 255.toByte()), 0.5f, 128)
+        assertArrayEquals(floatArrayOf(-64f, 0f, 63.5f), y, 0f)
+    }
+
+    @Test
     fun topKAndSmoothing() {
         val labels = listOf("a", "b", "c")
         val top = Classification.topK(floatArrayOf(0.2f, 0.5f, 0.3f), labels, 2)
