@@ -29,6 +29,15 @@ The edge form computes the same float function with
   it alone was a quarter of the int8 latency. XNNPACK folds each group's pad into its convolution; only
   groups that reach beyond the 'same' padding read a slice (:func:`tap_groups`).
 
+The GPU target (:data:`GPU`) adds one rewrite for LiteRT's GPU accelerator, whose graph compiler merges a
+zero PAD into a MAX_POOL_2D that is its only reader and then pools as if the padding were -inf
+(``docs/gpu.md``; in the CPU edge form the reduction cells' average pools are depthwise convs, so the
+padded state feeds only the max pool, which the converter deduplicates):
+- Keras' stride-2 max pool (zero pad, then 'valid') as a 'same' max pool (padding left out of the max)
+  followed by a MAXIMUM with a constant map that is 0 on the output positions whose window reaches into the
+  padding and the lowest float elsewhere (:func:`max_pool_border_map`): the zeros take part exactly where
+  they did.
+
 Weights are unchanged except the factorized reduction, whose two kernels are packed by
 :func:`lowered_keras_weights`; constant layers carry their values from construction.
 """
@@ -154,6 +163,9 @@ class Lowering:
     merge_twin_pools: bool = True  # avg(p) + avg(p) -> one pool with weights 2/k^2 (normal cell block 4)
     split_large_dwconv: bool = True  # k x k depthwise with k*k > 25 taps -> tap_groups of <= 25 taps each
     share_relu: bool = True  # one ReLU per cell state, read by every op that starts with one (XNNPACK has no CSE)
+    # GPU target only: Keras' zero-padded stride-2 max pool as a 'same' max pool + MAXIMUM with a border map
+    # (LiteRT's GPU fuses PAD into MAX_POOL_2D with -inf semantics; docs/gpu.md)
+    max_pool_border_map: bool = False
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -161,6 +173,24 @@ class Lowering:
 
 EDGE = Lowering()
 EDGE_FLOAT = Lowering(relu_as_dwconv=False)  # float kernels delegate RELU; keep it one cheap op
+# LiteRT GPU accelerator (float): the float edge form without PAD -> MAX_POOL_2D
+GPU = Lowering(relu_as_dwconv=False, max_pool_border_map=True)
+
+
+def max_pool_border_map(h: int, w: int, kernel: int, stride: int) -> np.ndarray:
+    """(out_h, out_w) float32: 0 where the 'same'-padded window of a ``kernel`` x ``kernel``, ``stride`` max
+    pool on an ``h`` x ``w`` input reaches into the padding, the lowest float32 elsewhere.
+
+    ``maximum(max_pool_same(x), map)`` is then Keras' zero pad + 'valid' max pool, exactly: a border window's
+    max also sees the zeros, an interior window is unchanged."""
+    (pt, pb), (pl, pr) = same_pad(h, kernel, stride), same_pad(w, kernel, stride)
+    oh, ow = (h + pt + pb - kernel) // stride + 1, (w + pl + pr - kernel) // stride + 1
+    out = np.full((oh, ow), np.finfo(np.float32).min, np.float32)
+    rows = [i for i in range(oh) if i * stride - pt < 0 or i * stride - pt + kernel > h]
+    cols = [j for j in range(ow) if j * stride - pl < 0 or j * stride - pl + kernel > w]
+    out[rows, :] = 0.0
+    out[:, cols] = 0.0
+    return out
 
 
 def split_for_concat(items: list, limit: int = MAX_CONCAT_INPUTS) -> list[list]:
