@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.stats import summarize
+from edge.errors import UserError
 
 
 class ProgramPartRunner:
@@ -64,7 +65,7 @@ class PartRunner:
 def benchmark_cells(folder: Path, threads: int = 1, runs: int = 30, rounds: int = 5, warmup: int = 3) -> dict:
     manifest_path = folder / "cells.json"
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"{folder}: no cells.json here; export cells with "
+        raise UserError(f"{folder}: no cells.json here; export cells with "
                                 "python -m converters.tflite --cells (or converters.executorch --cells)")
     manifest = json.loads(manifest_path.read_text())
     parts = manifest["parts"]

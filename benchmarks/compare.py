@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 from benchmarks.stats import ratio_with_noise
+from edge.errors import UserError
 
 
 def key(r: dict) -> tuple:
-    return (r.get("device", "local"), r["name"], r["runtime"], r["delegate"], r["threads"])
+    return (r.get("device", "local"), r["name"], r["runtime"], r["delegate"], r["threads"], r.get("gpu_precision"))
 
 
 def compare(a: dict, b: dict) -> list[dict]:
@@ -26,7 +27,7 @@ def compare(a: dict, b: dict) -> list[dict]:
         k = key(r)
         if k in base and r["status"] == "ok" and r.get("times_ms"):
             q = ratio_with_noise(r["times_ms"], base[k]["times_ms"])
-            rows.append({"case": " / ".join(map(str, k)), "a_median_ms": base[k]["latency_ms"]["median"],
+            rows.append({"case": " / ".join(str(x) for x in k if x is not None), "a_median_ms": base[k]["latency_ms"]["median"],
                          "b_median_ms": r["latency_ms"]["median"], **q,
                          "verdict": "no measurable change" if q["ci95"][0] <= 1 <= q["ci95"][1]
                          else ("slower" if q["ratio"] > 1 else "faster")})
@@ -37,11 +38,11 @@ def load(path: Path) -> dict:
     try:
         doc = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such result file") from None
+        raise UserError(f"{path}: no such result file") from None
     except json.JSONDecodeError:
-        raise ValueError(f"{path}: not a JSON result file") from None
+        raise UserError(f"{path}: not a JSON result file") from None
     if doc.get("schema", "").split("/")[0] != "nasnet-edge-benchmark":
-        raise ValueError(f"{path}: not a benchmarks.run result (schema {doc.get('schema')!r})")
+        raise UserError(f"{path}: not a benchmarks.run result (schema {doc.get('schema')!r})")
     return doc
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         rows = compare(load(args.a), load(args.b))
         if not rows:
-            raise ValueError("no case appears in both files (matched by device, model, runtime, delegate, threads)")
+            raise UserError("no case appears in both files (matched by device, model, runtime, delegate, threads)")
         print("| case | A median ms | B median ms | B/A | 95% interval | verdict |")
         print("|---|---|---|---|---|---|")
         for r in rows:

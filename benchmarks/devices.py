@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from benchmarks.stats import summarize
+from edge.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ REMOTE_DIR = "/tmp/nasnet-edge-bench"
 ANDROID_DIR = "/data/local/tmp/nasnet_edge"
 
 
-class DeviceError(ValueError):
+class DeviceError(UserError):
     """A device that cannot be used; the message says what to do."""
 
 

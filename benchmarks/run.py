@@ -3,7 +3,11 @@
     python -m benchmarks.run artifacts/*.tflite artifacts/*.pte default --threads 1,2 --output results/bench
 
 Per case (model x runtime x delegate x threads): load time, first inference, then steady-state
-median / p90 / p99 / mean / std / min over timed runs, resident-memory growth, file size. Timed runs
+median / p90 / p99 / mean / std / min over timed runs, resident-memory growth, file size.
+``--delegate gpu``: a ``.tflite`` on LiteRT's GPU accelerator (CompiledModel; ``--gpu-precision fp16,fp32``,
+fp16 by default as on phones), timed through the output read (the GPU runs asynchronously), its first run
+(shader compilation) kept apart; each row carries the adapter and a label (on a software adapter such as
+lavapipe: "functional check, not a GPU timing"). Weights on ``gpu``: PyTorch on CUDA, synchronized. Timed runs
 are interleaved in rounds across cases so that machine drift hits all alike; ratios between cases come
 with a bootstrap noise interval. ``--output DIR`` writes ``results.json``, ``results.md`` and
 ``latency.png``. Ctrl-C writes what was finished.
@@ -25,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.stats import ratio_with_noise, summarize
+from edge.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +51,15 @@ class Case:
     reason: str = ""
     meta: dict = field(default_factory=dict)
     x: np.ndarray | None = None
+    gpu_precision: str | None = None  # LiteRT GPU rows: fp16 (the accelerator's default) or fp32 (enforce_f32)
+
+    @property
+    def delegate_label(self) -> str:
+        return f"{self.delegate}/{self.gpu_precision}" if self.gpu_precision else self.delegate
 
     @property
     def label(self) -> str:
-        return f"{Path(self.model).name} [{self.runtime}/{self.delegate}/{self.threads}t]"
+        return f"{Path(self.model).name} [{self.runtime}/{self.delegate_label}/{self.threads}t]"
 
 
 def rss_mb() -> float:
@@ -103,8 +113,10 @@ def unavailable_reason(runtime: str, delegate: str) -> str | None:
 
             return None if torch.cuda.is_available() else "no CUDA GPU on this machine (torch.cuda.is_available() is False)"
         if runtime == "litert":
-            return ("LiteRT's GPU accelerator needs an OpenCL/Vulkan GPU; this machine has none "
-                    "(run on a device: --device adb or ssh)")
+            return None  # probed when the model is compiled: no adapter -> 'unavailable' with the reason
+        if runtime == "executorch":
+            return ("ExecuTorch's pip runtime has no GPU backend (VulkanBackend is not registered in this "
+                    "ExecuTorch runtime)")
         return f"{runtime} has no GPU delegate in this harness"
     if delegate == "none" and runtime not in ("litert",):
         return f"'none' (reference kernels) applies to LiteRT only; {runtime} runs its own kernels"
@@ -120,11 +132,10 @@ def make_runner(case: Case):
         from edge.runtime import TorchRunner
 
         torch.set_num_threads(case.threads)
-        runner = TorchRunner(case.model, threads=case.threads)
-        if case.delegate == "gpu":
-            runner.model = runner.model.cuda()
-        return runner
-    return open_model(case.model, threads=case.threads, delegate=case.delegate)
+        # on 'gpu' the model, every input and the read-back live on CUDA, synchronized (TorchRunner.predict)
+        return TorchRunner(case.model, threads=case.threads, device="cuda" if case.delegate == "gpu" else "cpu")
+    return open_model(case.model, threads=case.threads, delegate=case.delegate,
+                      gpu_precision=case.gpu_precision or "fp16")
 
 
 def time_once(runner, x) -> float:
@@ -151,11 +162,17 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
         try:
             c.runner = make_runner(c)
         except ValueError as e:
-            c.status, c.reason = "error", str(e)
+            from edge.gpu import GpuUnavailable
+
+            c.status, c.reason = ("unavailable" if isinstance(e, GpuUnavailable) else "error"), str(e)
             continue
         c.load_ms = (time.perf_counter() - t) * 1000
         c.x = preprocess(image, c.runner.preprocessing)[None]
-        c.first_ms = time_once(c.runner, c.x)
+        c.first_ms = time_once(c.runner, c.x)  # on a GPU: shader compilation included, kept apart
+        if hasattr(c.runner, "adapter"):  # LiteRT GPU
+            d = c.runner.describe()
+            c.meta.update({"label": d["label"], "adapter": d["adapter"], "fully_accelerated": d["fully_accelerated"],
+                           "gpu_not_supported": d["not_supported"]})
         c.rss_mb = rss_mb() - before
         c.meta["process_peak_rss_mb"] = peak_rss_mb()
         for _ in range(warmup):
@@ -197,6 +214,11 @@ def case_record(c: Case) -> dict:
     p = Path(c.model)
     rec = {"model": str(c.model), "name": p.name, "runtime": c.runtime, "delegate": c.delegate,
            "threads": c.threads, "status": c.status}
+    if c.gpu_precision:
+        rec["gpu_precision"] = c.gpu_precision
+    for k in ("label", "adapter", "fully_accelerated", "gpu_not_supported"):
+        if k in c.meta:
+            rec[k] = c.meta[k]
     if p.is_file():
         rec["size_bytes"] = p.stat().st_size
         mp = p.with_name(p.name + ".json")
@@ -206,6 +228,9 @@ def case_record(c: Case) -> dict:
             d = m.get("delegation") or {}
             rec["partitions"] = d.get("partitions")
             rec["fallback_ops"] = d.get("fallback_ops", d.get("outside_ops"))
+    if "fully_accelerated" in c.meta:  # a GPU row: the manifest's partitions are XNNPACK's, not the GPU's
+        rec["partitions"] = None
+        rec["fallback_ops"] = 0 if c.meta["fully_accelerated"] else "some (not fully accelerated)"
     if c.status != "ok":
         rec["reason"] = c.reason
         return rec
@@ -224,28 +249,37 @@ def write_outputs(result: dict, out: Path) -> None:
     plot(result, out / "latency.png")
 
 
+def delegate_label(r: dict) -> str:
+    return f"{r['delegate']}/{r['gpu_precision']}" if r.get("gpu_precision") else r["delegate"]
+
+
 def markdown(result: dict) -> str:
     env = result["environment"]
     lines = [f"# Benchmark: {result['name']}", "",
              f"{env['cpu']}, {env['cores']} cores, {env['os']}; {result['created']}",
              f"Command: `{result['command']}`", "",
-             "| device | model | runtime | delegate | threads | median ms | p90 | p99 | min | load ms | partitions | fallback ops | size MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| device | model | runtime | delegate | threads | median ms | p90 | p99 | min | load ms | first ms | partitions | fallback ops | size MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["results"]:
         size = f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") else ""
         dev = r.get("device", "local")
         if r["status"] != "ok":
-            lines.append(f"| {dev} | {r['name']} | {r['runtime']} | {r['delegate']} | {r['threads']} | {r['status']}: "
-                         f"{r.get('reason', '')} | | | | | | | {size} |")
+            lines.append(f"| {dev} | {r['name']} | {r['runtime']} | {delegate_label(r)} | {r['threads']} | "
+                         f"{r['status']}: "
+                         f"{r.get('reason', '')} | | | | | | | | {size} |")
             continue
         l = r["latency_ms"]
 
         def f(k):
             return f"{l[k]:.2f}" if k in l else ""
-        lines.append(f"| {dev} | {r['name']} | {r['runtime']} | {r['delegate']} | {r['threads']} | {f('median')} | "
-                     f"{f('p90')} | {f('p99')} | {f('min')} | {r.get('load_ms', 0):.0f} | "
+        lines.append(f"| {dev} | {r['name']} | {r['runtime']} | {delegate_label(r)} | {r['threads']} | {f('median')} | "
+                     f"{f('p90')} | {f('p99')} | {f('min')} | {r.get('load_ms', 0):.0f} | {r.get('first_ms', 0):.0f} | "
                      f"{r.get('partitions') if r.get('partitions') is not None else ''} | "
                      f"{r.get('fallback_ops') if r.get('fallback_ops') is not None else ''} | {size} |")
+    gpu_labels = sorted({r["label"] for r in result["results"] if r.get("label")})
+    if gpu_labels:
+        lines += ["", "GPU rows: " + "; ".join(gpu_labels) + ". First ms: the first run, shader compilation "
+                  "included; medians are steady-state runs timed through the output read."]
     if result.get("ratios"):
         lines += ["", "Ratios (median latency, bootstrap 95% interval):", "",
                   "| case | baseline | ratio | 95% interval |", "|---|---|---|---|"]
@@ -264,7 +298,7 @@ def plot(result: dict, path: Path) -> None:
     if not ok:
         return
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(ok) + 1.5))
-    labels = [f"{r['name']} {r['runtime']}/{r['delegate']}/{r['threads']}t @{r.get('device', 'local')}" for r in ok]
+    labels = [f"{r['name']} {r['runtime']}/{delegate_label(r)}/{r['threads']}t @{r.get('device', 'local')}" for r in ok]
     # 'orientation' replaced 'vert' in Matplotlib 3.10 (vert warns from 3.11)
     horizontal = {"orientation": "horizontal"} if _mpl_version() >= (3, 10) else {"vert": False}
     ax.boxplot([r["times_ms"] for r in ok], showfliers=False, **horizontal)
@@ -291,8 +325,8 @@ def ratios(records: list[dict], baseline: str | None) -> list[dict]:
             if r is base:
                 continue
             q = ratio_with_noise(r["times_ms"], base["times_ms"])
-            out.append({"case": f"{r['name']} {r['runtime']}/{r['delegate']}/{threads}t",
-                        "baseline": f"{base['name']} {base['runtime']}/{base['delegate']}/{threads}t", **q})
+            out.append({"case": f"{r['name']} {r['runtime']}/{delegate_label(r)}/{threads}t",
+                        "baseline": f"{base['name']} {base['runtime']}/{delegate_label(base)}/{threads}t", **q})
     return out
 
 
@@ -303,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a converter's cells/ folder: per-cell latency table and chart (repeatable)")
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     p.add_argument("--delegate", default="xnnpack", help="comma-separated: xnnpack, none, gpu")
+    p.add_argument("--gpu-precision", default="fp16",
+                   help="LiteRT GPU rows, comma-separated: fp16 (the accelerator's default, as on phones), "
+                        "fp32 (enforce_f32)")
     p.add_argument("--runtime", default=None, choices=["litert", "executorch", "torch"],
                    help="force a runtime (default: from the file type)")
     p.add_argument("--warmup", type=int, default=5)
@@ -333,14 +370,18 @@ def benchmark(args: argparse.Namespace) -> dict:
 
     threads = [int(t) for t in str(args.threads).split(",") if t]
     delegates = [d.strip() for d in str(args.delegate).split(",") if d.strip()]
+    gpu_precisions = [g.strip() for g in str(getattr(args, "gpu_precision", "fp16")).split(",") if g.strip()]
+    for g in gpu_precisions:
+        if g not in ("fp16", "fp32"):
+            raise UsageError(f"unknown GPU precision '{g}' (fp16, fp32)")
     for d in delegates:
         if d not in ("xnnpack", "none", "gpu"):
-            raise ValueError(f"unknown delegate '{d}' (xnnpack, none, gpu)")
+            raise UsageError(f"unknown delegate '{d}' (xnnpack, none, gpu)")
     for m in args.models:
         if m not in ("default",) and not m.endswith((".tflite", ".pte", ".pt", ".pth", ".h5")):
-            raise ValueError(f"{m}: unsupported model type (expected .tflite, .pte, .pt, .h5 or 'default')")
+            raise UsageError(f"{m}: unsupported model type (expected .tflite, .pte, .pt, .h5 or 'default')")
         if m != "default" and not Path(m).is_file():
-            raise FileNotFoundError(f"{m}: no such model file")
+            raise UsageError(f"{m}: no such model file")
     cases = []
     for m in args.models:
         for d in delegates:
@@ -348,12 +389,15 @@ def benchmark(args: argparse.Namespace) -> dict:
                 rt = runtime_of(m, args.runtime)
                 if d == "none" and rt != "litert":
                     continue
+                if d == "gpu" and rt == "litert":
+                    cases += [Case(m, rt, d, t, gpu_precision=gp) for gp in gpu_precisions]
+                    continue
                 cases.append(Case(m, rt, d, t))
     image = args.image or list_images(sample_images_dir())[0]
     devices = args.device or ["local"]
     for d in devices:
         if not (d == "local" or d.startswith("ssh://") or d == "adb" or d.startswith("adb:")):
-            raise ValueError(f"unknown device '{d}': use local, ssh://user@host[:port] or adb[:SERIAL]")
+            raise UsageError(f"unknown device '{d}': use local, ssh://user@host[:port] or adb[:SERIAL]")
     records: list[dict] = []
     device_envs: dict[str, dict] = {}
     for d in devices:  # one after the other, into one result file
@@ -391,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> int:
         if not args.models and not args.cells:
-            raise ValueError("give models to time, or --cells DIR")
+            raise UsageError("give models to time, or --cells DIR")
         if args.cells:
             from benchmarks.cells import benchmark_cells, cells_markdown, cells_plot
 
@@ -413,6 +457,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.output:
             write_outputs(result, args.output)
             print(f"wrote {args.output}/results.json, results.md, latency.png")
+        measured = [r for r in result["results"] if r.get("status") == "ok"]
+        if not measured:  # a run that timed nothing must not look like a success to a script or CI
+            failed = [r for r in result["results"] if r.get("status") != "ok"]
+            first = failed[0].get("reason", "") if failed else ""
+            print(f"error: nothing was measured: all {len(failed)} case(s) failed or are unavailable"
+                  + (f" (first: {' '.join(str(first).split())[:200]})" if first else ""), file=sys.stderr)
+            return 1
         return 0
 
     return run_cli(go)

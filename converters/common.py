@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.errors import UserError
 from edge.labels import softmax
 from edge.preprocessing import ImageError, list_images, preprocess
 
@@ -44,7 +45,7 @@ class Precision(str, enum.Enum):
         return self in (Precision.DYNAMIC, Precision.INT8)
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """A conversion that cannot proceed; the message says what to change."""
 
 
@@ -139,6 +140,13 @@ def agreement_threshold(x: float | None) -> float | None:
     return x
 
 
+def agreement_gate(validation: dict, threshold: float | None) -> dict:
+    """The manifest's gate fields: passed when top-1 agreement >= threshold ({} without a threshold)."""
+    if threshold is None or not validation:
+        return {}
+    return {"fail_under_agreement": threshold, "passed": bool(validation["top1_agreement"] >= threshold)}
+
+
 def tool_versions(*names: str) -> dict:
     out = {"python": platform.python_version()}
     for n in names:
@@ -161,10 +169,16 @@ def check_output_dir(folder: Path) -> Path:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name("." + path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:  # name the file the user asked for (a failed write carries no file name)
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    finally:  # a full disk or Ctrl-C leaves no partial file behind
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _json_default(o):

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_threshold,
+from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_gate,
+                               agreement_threshold,
                                check_output_dir, command_line, compare, load_images, now_iso, package_folder,
                                tool_versions, validation_table, write_json_atomic)
 from edge.quiet import quiet_executorch_import
@@ -120,7 +121,7 @@ def part_module_names(parts: str | None, n_cells: int) -> tuple[str, ...]:
             continue
         digits = part[5:7] if part.startswith("cell_") else ""
         if not digits.isdigit() or int(digits) >= n_cells:
-            raise ValueError(f"--fp32-parts: unknown part {part!r}; use stem, head or cell_00 .. "
+            raise ConversionError(f"--fp32-parts: unknown part {part!r}; use stem, head or cell_00 .. "
                              f"cell_{n_cells - 1:02d} (the part names of --cells), or none")
         names.append(f"cells.{int(digits)}")
     return tuple(dict.fromkeys(names))
@@ -487,9 +488,7 @@ def convert(args: argparse.Namespace) -> dict:
         "tools": tool_versions("executorch", "torch", "torchao", "numpy"),
         "stage_seconds": {**stages.timings, "export_breakdown": getattr(edge, "_nasnet_timings", {})},
     }
-    if threshold is not None and val:
-        manifest["validation"]["fail_under_agreement"] = threshold
-        manifest["validation"]["passed"] = val["top1_agreement"] >= threshold
+    manifest["validation"].update(agreement_gate(val, threshold))
     if args.cells:
         with stages.stage("per-cell export"):
             cells = export_cells(model, precision, calibration.batch if calibration is not None else None,

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import argparse
 import collections
-import io
 import json
 import logging
 import os
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_threshold,
+from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_gate,
+                               agreement_threshold,
                                check_output_dir, command_line, compare, load_images, now_iso, package_folder,
                                tool_versions, validation_table, write_json_atomic)
+from converters.quantized_input import input_grid, shift_stem_input
 from edge.quiet import quiet_tensorflow
 from edge.runtime import TFLITE_METADATA_NAME, LiteRTRunner
 
@@ -38,11 +38,12 @@ IO_TYPES = ("int8", "uint8", "float")
 # ----------------------------------------------------------------------------- conversion
 def convert_keras(model, precision: Precision, calibration=None, io: str = "int8",
                   progress: bool = True, multi_input: bool = False, ranges: str = "mse",
-                  report: dict | None = None) -> bytes:
+                  report: dict | None = None, input_range: tuple[float, float] | None = None) -> bytes:
     """TFLite flatbuffer bytes for a Keras model.
 
     int8: ``ranges`` 'mse' quantizes activations with error-minimizing ranges (:mod:`converters.ranges`),
     'minmax' with the calibrator's own min/max. ``report``, if given, receives what the range pass did.
+    ``input_range`` pins the input's quantization range (:mod:`converters.quantized_input`).
     """
     from edge.quiet import import_tensorflow
 
@@ -77,8 +78,8 @@ def convert_keras(model, precision: Precision, calibration=None, io: str = "int8
         dtype = {"int8": tf.int8, "uint8": tf.uint8, "float": tf.float32}[io]
         if ranges not in ("mse", "minmax"):
             raise ConversionError(f"unknown activation ranges '{ranges}'; use mse or minmax")
-        conv._experimental_calibrate_only = ranges == "mse"
-        if ranges == "minmax":  # with 'mse', mlir_quantize below sets the input/output type
+        conv._experimental_calibrate_only = ranges == "mse" or input_range is not None
+        if not conv._experimental_calibrate_only:  # otherwise mlir_quantize below sets the input/output type
             conv.inference_input_type = dtype
             conv.inference_output_type = dtype
     from edge.quiet import captured_fds
@@ -86,13 +87,21 @@ def convert_keras(model, precision: Precision, calibration=None, io: str = "int8
     with captured_fds(not log.isEnabledFor(logging.DEBUG)) as capture:
         try:
             flat = bytes(conv.convert())
-            if precision is Precision.INT8 and ranges == "mse":
+            if precision is Precision.INT8 and conv._experimental_calibrate_only:
                 from tensorflow.lite.python.convert import mlir_quantize
 
                 from converters.ranges import refine_calibrated_model
 
-                flat, summary = refine_calibrated_model(flat, list(samples()), [i.name for i in model.inputs],
-                                                        progress=progress, bar_file=bar_stream)
+                if ranges == "mse":
+                    flat, summary = refine_calibrated_model(flat, list(samples()), [i.name for i in model.inputs],
+                                                            progress=progress, bar_file=bar_stream)
+                else:
+                    summary = {"method": "minmax"}
+                if input_range is not None:
+                    from converters.quantized_input import pin_input_range
+
+                    flat = pin_input_range(flat, *input_range)
+                    summary["input_range"] = [float(v) for v in input_range]
                 if report is not None:
                     report.update(summary)
                 # what TFLiteConverter.convert() runs after calibration, with the refined statistics
@@ -110,29 +119,42 @@ def convert_keras(model, precision: Precision, calibration=None, io: str = "int8
 
 
 def embed_metadata(flatbuffer: bytes, manifest: dict, labels: list[str]) -> bytes:
-    """Embed the manifest as flatbuffer metadata and append labels.txt + manifest.json as a zip.
+    """Embed the standard TFLite metadata and the toolkit's manifest; append labels.txt + manifest.json as a zip.
 
-    The appended zip is the TFLite Support convention for associated files (an Android app opens the
-    model file with java.util.zip and reads labels.txt); interpreters ignore bytes after the flatbuffer.
+    ``TFLITE_METADATA`` (:mod:`edge.tflite_metadata`) is what MediaPipe Tasks, the LiteRT Support/Task libraries
+    and ML Model Binding read; ``nasnet_edge_manifest`` is what ``edge.runtime`` reads. The appended zip holds
+    the associated files the standard metadata names (interpreters ignore bytes after the flatbuffer).
     """
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
+    from edge.tflite_metadata import STANDARD_METADATA_NAME, associated_files_zip, model_metadata
+
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    payload = json.dumps(manifest, sort_keys=True).encode()
-    buf = schema.BufferT()
-    buf.data = np.frombuffer(payload, dtype=np.uint8)
-    model.buffers.append(buf)
-    md = schema.MetadataT()
-    md.name = TFLITE_METADATA_NAME
-    md.buffer = len(model.buffers) - 1
-    model.metadata = (model.metadata or []) + [md]
+    graph = model.subgraphs[0]
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ConversionError(f"expected one input and one output, the model has {len(graph.inputs)} and "
+                              f"{len(graph.outputs)}")
+    classes = int(graph.tensors[graph.outputs[0]].shape[-1])
+    if classes != len(labels):
+        raise ConversionError(f"the model has {classes} outputs but {len(labels)} labels")
+    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    io_type = types[graph.tensors[graph.inputs[0]].type]
+    standard = model_metadata(manifest, labels, io_type)
+    taken = {m.name.decode() if isinstance(m.name, bytes) else m.name for m in model.metadata or []}
+    for name, payload in ((STANDARD_METADATA_NAME, standard),
+                          (TFLITE_METADATA_NAME, json.dumps(manifest, sort_keys=True).encode())):
+        if name in taken:
+            raise ConversionError(f"the model already carries '{name}' metadata")
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(payload, dtype=np.uint8)
+        model.buffers.append(buf)
+        md = schema.MetadataT()
+        md.name = name
+        md.buffer = len(model.buffers) - 1
+        model.metadata = (model.metadata or []) + [md]
     out = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-    z = io.BytesIO()
-    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("labels.txt", "\n".join(labels) + "\n")
-        zf.writestr("manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
-    return out + z.getvalue()
+    return out + associated_files_zip(labels, manifest)
 
 
 # ----------------------------------------------------------------------------- reports
@@ -234,11 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m converters.tflite", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_arguments(p, [x.value for x in Precision])
-    p.add_argument("--io", choices=IO_TYPES, default="int8",
-                   help="int8 model input/output type; 'float' keeps quantize/dequantize inside the model")
+    p.add_argument("--io", choices=IO_TYPES, default="float",
+                   help="int8 model input/output type. 'float' (default) keeps quantize/dequantize inside the model "
+                        "(fully delegated to XNNPACK; MediaPipe Tasks and ML Model Binding take it as it is); "
+                        "'uint8' takes the raw pixels (MediaPipe takes it too; XNNPACK leaves its two QUANTIZE ops "
+                        "to LiteRT); 'int8' (pixel - 128) is refused by MediaPipe Tasks. README: io types")
     p.add_argument("--activation-ranges", choices=["mse", "minmax"], default="mse",
                    help="int8 activation ranges: 'mse' minimizes each tensor's quantization error on the "
                         "calibration images (converters/ranges.py), 'minmax' is the TFLite calibrator's own")
+    p.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
+                   help="'gpu': the edge form for LiteRT's GPU accelerator (fp32/fp16; no PAD -> MAX_POOL_2D, "
+                        "docs/gpu.md), named <model>_edge_gpu_<precision>.tflite, with a GPU delegation report")
+    p.add_argument("--gpu-images", type=int, default=8,
+                   help="--target gpu: validation images also run on the GPU (fp32 and fp16), where an adapter exists")
     return p
 
 
@@ -247,6 +277,9 @@ def convert(args: argparse.Namespace) -> dict:
     from edge.quiet import import_tensorflow
 
     quiet_tensorflow()
+    from edge.runtime import _litert
+
+    _litert()  # import LiteRT now: a Ctrl-C inside its import later would read as "no LiteRT runtime"
     from edge.keras_model import build_keras_model, load_keras_weights
     from edge.lowering import lowered_keras_weights
     from edge.models import resolve_weights
@@ -256,7 +289,14 @@ def convert(args: argparse.Namespace) -> dict:
     threshold = agreement_threshold(args.fail_under_agreement)
     out_dir = check_output_dir(args.output)
     lowered = not args.no_lowering
-    stages = Stages(6 if args.cells else 5)
+    gpu_target = getattr(args, "target", "cpu") == "gpu"
+    if gpu_target and not lowered:
+        raise ConversionError("--target gpu is a form of the edge form; the stock graph runs on LiteRT's GPU as it "
+                              "is (docs/gpu.md): drop --target gpu or --no-lowering")
+    if gpu_target and precision not in (Precision.FP32, Precision.FP16):
+        raise ConversionError(f"--target gpu takes --precision fp32 or fp16, not {precision.value} (the GPU computes "
+                              "in float)")
+    stages = Stages((6 if args.cells else 5) + gpu_target)
 
     with stages.stage("load weights"):
         src = resolve_weights(args.weights)
@@ -268,6 +308,8 @@ def convert(args: argparse.Namespace) -> dict:
         elif src.state_dict is not None:
             tm.load_state_dict(src.state_dict)
         weights = tm.keras_weights()
+        # int8: the quantized input holds the pixels exactly (converters/quantized_input.py)
+        grid = input_grid(pre) if precision is Precision.INT8 else None
         calib_dir = args.calibration or package_folder("calibration")
         val_dir = args.validation or package_folder("validation")
         validation = load_images(val_dir, pre, what="validation")
@@ -278,6 +320,8 @@ def convert(args: argparse.Namespace) -> dict:
 
     name = args.name or (f"{cfg.name}_{'edge' if lowered else 'stock'}" if src.kind != "default"
                          else f"nasnet_mobile_{'edge' if lowered else 'stock'}")
+    if gpu_target and not args.name:
+        name += "_gpu"
     artifact = out_dir / f"{name}_{precision.value}.tflite"
 
     with stages.stage(f"build Keras model ({'edge form' if lowered else 'stock graph'})"):
@@ -290,29 +334,56 @@ def convert(args: argparse.Namespace) -> dict:
             from edge.lowering import EDGE, EDGE_FLOAT
 
             lowering = EDGE if precision is Precision.INT8 else EDGE_FLOAT
+            if gpu_target:
+                from edge.lowering import GPU as lowering
             model_weights = lowered_keras_weights(weights, cfg, lowering)
+            if grid is not None:
+                model_weights = shift_stem_input(model_weights, grid.delta)
             model = build_keras_model(cfg, classifier_activation=None, lowered=lowering)
             load_keras_weights(model, model_weights)
+        elif grid is not None:
+            model_weights = shift_stem_input(weights, grid.delta)
+            model = build_keras_model(cfg, classifier_activation=None)
+            load_keras_weights(model, model_weights)
         ref_logits = np.asarray(reference.predict(validation.batch, verbose=0, batch_size=16))
+    # what the artifact takes: the same images on its input grid (x + delta), for calibration and validation
+    shift = np.float32(grid.delta) if grid is not None else np.float32(0)
+    calib_batch = calibration.batch + shift if calibration is not None else None
 
     with stages.stage(f"convert to {precision.value}" + (" (calibrating)" if calibration is not None else "")):
         ranges_report: dict = {}
-        flat = convert_keras(model, precision, calibration.batch if calibration is not None else None, args.io,
-                             ranges=args.activation_ranges, report=ranges_report)
+        flat = convert_keras(model, precision, calib_batch, args.io, ranges=args.activation_ranges,
+                             report=ranges_report, input_range=grid.range if grid is not None else None)
 
     embedded = {"format": "tflite", "model": cfg.name, "precision": precision.value, "lowered": lowered,
-                "labels": src.labels, "preprocessing": pre.to_dict(), "io": args.io if precision is Precision.INT8
-                else "float", "output": "logits (apply softmax for probabilities)"}
+                "labels": src.labels, "preprocessing": (grid.preprocessing if grid else pre).to_dict(),
+                "io": args.io if precision is Precision.INT8
+                else "float", "output": "logits (apply softmax for probabilities)",
+                "target": "gpu" if gpu_target else "cpu"}
+    from edge.tflite_metadata import model_about
+
+    embedded["about"] = model_about(src.kind, src.meta, cfg.name, src.labels, precision.value, lowered,
+                                    embedded["io"], src.describe().get("sha256"))
     tmp = artifact.with_name("." + artifact.name + ".tmp")
     try:
         tmp.write_bytes(embed_metadata(flat, embedded, src.labels))
         with stages.stage("validate on held-out images"):
             runner = LiteRTRunner(tmp, threads=2)
-            logits = runner.predict(validation.batch)
+            logits = runner.predict(validation.batch + shift)
             val = compare(ref_logits, logits)
         with stages.stage("delegation report"):
             delegation = delegation_report(tmp)
             histogram = op_histogram(tmp)
+        gpu = None
+        if gpu_target:
+            from converters.gpu import gpu_report
+
+            with stages.stage("GPU delegation report"):
+                n = max(0, args.gpu_images)
+                gpu = gpu_report(tmp, validation.batch[:n], logits[:n])
+                if gpu["pad_pool_pairs"]:
+                    raise ConversionError(f"the GPU form still has {gpu['pad_pool_pairs']} PAD -> pool pair(s); "
+                                          "this is a bug in the GPU lowering")
         os.replace(tmp, artifact)
     finally:
         if tmp.exists():
@@ -329,18 +400,19 @@ def convert(args: argparse.Namespace) -> dict:
         "validation": {"reference": "Keras float32 model (reference network, not lowered)", **val,
                        "images_folder": str(args.validation) if args.validation else "package validation set",
                        "unreadable_skipped": len(validation.skipped)},
+        "input_grid": ({"zero_point_uint8": grid.zero_point_uint8, "range": list(grid.range),
+                        "delta_folded_into_stem": grid.delta, "doc": "converters/quantized_input.py"}
+                       if grid is not None else None),
         "delegation": delegation, "op_histogram": histogram,
+        **({"delegation_gpu": gpu} if gpu is not None else {}),
         "size_bytes": artifact.stat().st_size, "sha256": sha256(artifact),
         "tools": tool_versions("tensorflow-cpu", "ai-edge-litert", "keras", "torch", "numpy"),
         "stage_seconds": stages.timings,
     }
-    if threshold is not None:
-        manifest["validation"]["fail_under_agreement"] = threshold
-        manifest["validation"]["passed"] = val["top1_agreement"] >= threshold
+    manifest["validation"].update(agreement_gate(val, threshold))
     if args.cells:
         with stages.stage("per-cell export"):
-            cells = export_cells(cfg, model_weights, lowering, precision,
-                                 calibration.batch if calibration is not None else None, args.io, out_dir, model,
+            cells = export_cells(cfg, model_weights, lowering, precision, calib_batch, args.io, out_dir, model,
                                  ranges=args.activation_ranges)
         manifest["cells"] = {"folder": "cells", "manifest": "cells/cells.json", "count": len(cells["parts"])}
     write_json_atomic(artifact.with_name(artifact.name + ".json"), manifest)
@@ -350,6 +422,10 @@ def convert(args: argparse.Namespace) -> dict:
     print(f"\nXNNPACK: {delegation['partitions']} partition(s), {delegation['delegated_ops']}/{delegation['ops']} ops "
           f"delegated, {delegation['fallback_ops']} on LiteRT kernels"
           + (f" ({', '.join(f'{k} x{v}' for k, v in delegation['fallback'].items())})" if delegation['fallback'] else ""))
+    if manifest.get("delegation_gpu"):
+        from converters.gpu import summary_line
+
+        print(summary_line(manifest["delegation_gpu"]))
     print(f"wrote {artifact} ({artifact.stat().st_size / 1e6:.1f} MB) and {artifact.name}.json")
     return manifest
 

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from edge.genotypes import NASNET_A_NORMAL, NASNET_A_REDUCTION, CellKind, Genotype
+from edge.errors import ConfigError
 
 # Keras/TF-slim BatchNormalization: momentum 0.9997 (PyTorch counts the other way: 1 - 0.9997),
 # epsilon 1e-3 (PyTorch's default 1e-5 would shift every normalised activation).
@@ -63,8 +64,10 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
+        """Inverse of :meth:`to_dict` (the derived keys mean, std, resize and crop are ignored)."""
         return cls(size=int(d["size"]), crop_fraction=float(d["crop_fraction"]), scale=float(d["scale"]),
-                   offset=float(d["offset"]))
+                   offset=float(d["offset"]), channel_order=str(d.get("channel_order", "RGB")),
+                   layout=str(d.get("layout", "NHWC")))
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class NASNetConfig:
     def __post_init__(self) -> None:
         denom = len(self.normal.concat) * self.filter_multiplier**2
         if self.penultimate_filters % denom:
-            raise ValueError(f"penultimate_filters must be a multiple of {denom} "
+            raise ConfigError(f"penultimate_filters must be a multiple of {denom} "
                              f"(normal-cell concat width x filter_multiplier^2), got {self.penultimate_filters}")
 
     @property
@@ -165,6 +168,32 @@ class NASNetConfig:
                 "normal": self.normal.name, "reduction": self.reduction.name,
                 "num_classes": self.num_classes, "pooling": self.pooling.value,
                 "preprocessing": self.preprocessing.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NASNetConfig":
+        """Inverse of :meth:`to_dict`: ``NASNetConfig.from_dict(c.to_dict()) == c``. Fields a saved dict lacks
+        (files written before they existed) take NASNet-Mobile's values; genotypes are found by name."""
+        from edge.genotypes import GENOTYPES
+
+        def genotype(key: str, default: Genotype) -> Genotype:
+            name = d.get(key, default.name)
+            if name not in GENOTYPES:
+                raise ConfigError(f"configuration names the {key} genotype {name!r}, which this toolkit does not "
+                                  f"know (known: {', '.join(sorted(GENOTYPES))})")
+            return GENOTYPES[name]
+
+        base = cls()
+        return cls(name=str(d.get("name", base.name)),
+                   penultimate_filters=int(d.get("penultimate_filters", base.penultimate_filters)),
+                   num_blocks=int(d.get("num_blocks", base.num_blocks)),
+                   stem_filters=int(d.get("stem_filters", base.stem_filters)),
+                   filter_multiplier=int(d.get("filter_multiplier", base.filter_multiplier)),
+                   skip_reduction=bool(d.get("skip_reduction", base.skip_reduction)),
+                   normal=genotype("normal", base.normal), reduction=genotype("reduction", base.reduction),
+                   num_classes=int(d.get("num_classes", base.num_classes)),
+                   pooling=Pooling(d.get("pooling", base.pooling.value)),
+                   preprocessing=(Preprocessing.from_dict(d["preprocessing"]) if "preprocessing" in d
+                                  else base.preprocessing))
 
 
 def _concat_width(genotype: Genotype) -> int:

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.errors import UserError
 from edge.labels import label_for_folder
 from edge.preprocessing import ImageError, center_crop_box, list_images, load_rgb
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data folder that cannot be used; the message says what is wrong."""
 
 

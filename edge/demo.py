@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.errors import UsageError, UserError
+
 log = logging.getLogger(__name__)
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """A camera, file or stream that cannot be opened; the message says what to check."""
 
 
@@ -177,7 +179,7 @@ def run(source: str, model: str | None = None, headless: bool = False, output: s
     from edge.runtime import open_model
 
     if not 0 <= smoothing < 1:
-        raise ValueError(f"--smoothing {smoothing}: use 0 (off) up to below 1")
+        raise UsageError(f"--smoothing {smoothing}: use 0 (off) up to below 1")
     runner = open_model(model or default_demo_model(), threads=threads)
     src = FrameSource(source, realtime)
     if not headless:

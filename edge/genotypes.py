@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from edge.errors import ConfigError
 
 
 class Op(str, enum.Enum):
@@ -83,19 +84,19 @@ class Genotype:
 
     def __post_init__(self) -> None:
         if len(self.ops) != len(self.inputs) or len(self.ops) % 2 or not self.ops:
-            raise ValueError(f"genotype {self.name!r}: need two ops per block and one input index per op")
+            raise ConfigError(f"genotype {self.name!r}: need two ops per block and one input index per op")
         for i, src in enumerate(self.inputs):
             if not 0 <= src < 2 + i // 2:
-                raise ValueError(f"genotype {self.name!r}: op {i} reads state {src}, which does not exist yet")
+                raise ConfigError(f"genotype {self.name!r}: op {i} reads state {src}, which does not exist yet")
         n_states = 2 + self.num_blocks
         if not self.concat or any(not 0 <= c < n_states for c in self.concat):
-            raise ValueError(f"genotype {self.name!r}: concat {self.concat} names states outside 0..{n_states - 1}")
+            raise ConfigError(f"genotype {self.name!r}: concat {self.concat} names states outside 0..{n_states - 1}")
         if not self.keras_names:
             names = tuple(f"{self.kind.value}_{'left' if i % 2 == 0 else 'right'}{i // 2 + 1}"
                           for i in range(len(self.ops)))
             object.__setattr__(self, "keras_names", names)
         if len(self.keras_names) != len(self.ops):
-            raise ValueError(f"genotype {self.name!r}: one Keras name per op")
+            raise ConfigError(f"genotype {self.name!r}: one Keras name per op")
         object.__setattr__(self, "ops", tuple(Op(o) for o in self.ops))
 
     @property

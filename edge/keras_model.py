@@ -18,7 +18,7 @@ from edge.genotypes import Combine, Op
 from edge.lowering import (Lowering, avg_correction, group_windows, is_twin_pool_block, needs_split,
                            split_for_concat, tap_groups)
 from edge.torch_model import adjust_kind
-from edge.weights import KerasWeights
+from edge.weights import KerasWeights, WeightsError
 
 # Lowering in force while a model is being built (None: the reference network). Module state keeps the
 # many small builder functions' signatures equal to Keras' own; build_keras_model sets and resets it.
@@ -49,6 +49,26 @@ def _const_layers():
             return {**super().get_config(), "scale": self.scale.tolist()}
 
     return ConstantScale
+
+
+def _const_maximum_layer():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="nasnet_edge")
+    class ConstantMaximum(keras.layers.Layer):
+        """maximum(x, map[None, :, :, None]): the border zeros of a zero-padded max pool (GPU target)."""
+
+        def __init__(self, value=None, **kw):
+            super().__init__(**kw)
+            self.value = np.asarray(value, np.float32)
+
+        def call(self, x):
+            return keras.ops.maximum(x, keras.ops.convert_to_tensor(self.value[None, :, :, None]))
+
+        def get_config(self):
+            return {**super().get_config(), "value": self.value.tolist()}
+
+    return ConstantMaximum
 
 
 def _layers():
@@ -209,6 +229,14 @@ def pool(x, op: Op, stride: int, name: str, pooling: Pooling, padded_cache: dict
             return _avg_pool_dw(x, k, stride, "same", False, name, scale)
         return _avg_pool_dw(x, k, stride, "same", True, name, scale)
     cls = layers.AveragePooling2D if is_avg else layers.MaxPooling2D
+    if (not is_avg and stride > 1 and pooling is Pooling.KERAS and _LOWERING is not None
+            and _LOWERING.max_pool_border_map):
+        # GPU target: no PAD -> MAX_POOL_2D (LiteRT's GPU merges the two with -inf padding, docs/gpu.md)
+        from edge.lowering import max_pool_border_map
+
+        border = max_pool_border_map(int(x.shape[1]), int(x.shape[2]), k, stride)
+        y = cls((k, k), strides=(stride, stride), padding="same", name=name)(x)
+        return _const_maximum_layer()(border, name=name + "_border")(y)
     if stride > 1 and pooling is Pooling.KERAS:
         # Keras zero-pads h once per cell (``reduction_pad_1_{id}``) and pools 'valid'.
         key = (id(x), k)
@@ -325,10 +353,10 @@ def load_keras_weights(model, weights: KerasWeights, strict: bool = True) -> lis
         expected = [tuple(w.shape) for w in layer.weights]
         got = [tuple(np.shape(a)) for a in arrays]
         if expected != got:
-            raise ValueError(f"layer {layer.name}: weights of shapes {got}, model expects {expected}")
+            raise WeightsError(f"layer {layer.name}: weights of shapes {got}, model expects {expected}")
         layer.set_weights([np.asarray(a, dtype=np.float32) for a in arrays])
     if strict and missing:
-        raise KeyError(f"{len(missing)} Keras layers missing from the weights, e.g. {missing[:3]}")
+        raise WeightsError(f"{len(missing)} Keras layers missing from the weights, e.g. {missing[:3]}")
     return missing
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
+from edge.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def top_k(probabilities: np.ndarray, labels: list[str], k: int = 5) -> list[Pred
     """Top-k of one probability vector as (index, label, probability), best first."""
     p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
     if len(labels) != p.size:
-        raise ValueError(f"model has {p.size} outputs but {len(labels)} labels")
+        raise UserError(f"model has {p.size} outputs but {len(labels)} labels; give a labels file with one name per output")
     k = min(k, p.size)
     idx = np.argsort(-p, kind="stable")[:k]
     return [Prediction(int(i), labels[i], float(p[i])) for i in idx]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from edge.config import NASNetConfig, Pooling, Preprocessing, nasnet_mobile
+from edge.config import NASNetConfig, Pooling, nasnet_mobile
 from edge.labels import imagenet_labels
 from edge.weights import (KerasWeights, WeightsError, find_imagenet_weights, load_toolkit_weights, read_keras_h5,
                           sha256)
@@ -47,10 +47,8 @@ def default_model_path() -> Path:
 
 
 def config_from_dict(d: dict) -> NASNetConfig:
-    base = nasnet_mobile() if d.get("name", "nasnet_mobile") == "nasnet_mobile" else NASNetConfig()
-    return base.with_(num_classes=int(d["num_classes"]), pooling=Pooling(d.get("pooling", "keras")),
-                      preprocessing=Preprocessing.from_dict(d["preprocessing"]) if "preprocessing" in d
-                      else base.preprocessing)
+    """A configuration saved by the toolkit (see :meth:`NASNetConfig.from_dict`)."""
+    return NASNetConfig.from_dict(d)
 
 
 def resolve_weights(weights: str | Path | None, num_classes: int | None = None,
@@ -65,6 +63,9 @@ def resolve_weights(weights: str | Path | None, num_classes: int | None = None,
         if not path.is_file():
             raise WeightsError(f"the bundled default model is missing ({path}); reinstall the package "
                                "or pass --weights PATH")
+        from edge.integrity import verify_against_manifest
+
+        verify_against_manifest(path)
         src = _from_toolkit(path, "default")
     elif str(weights) == "imagenet":
         src = _from_h5(find_imagenet_weights(), "imagenet")
@@ -73,10 +74,16 @@ def resolve_weights(weights: str | Path | None, num_classes: int | None = None,
         if not path.is_file():
             raise WeightsError(f"{path}: no such weights file (pass a Keras .h5, a toolkit .pt, "
                                "'imagenet' or 'default')")
+        from edge.integrity import verify_against_manifest
+
+        verify_against_manifest(path)  # a damaged copy that would still load is named, not used
         with open(path, "rb") as f:
             magic = f.read(8)
         if magic.startswith(b"\x89HDF"):
             src = _from_h5(path, "keras_h5")
+        elif path.suffix.lower() in (".h5", ".hdf5"):
+            raise WeightsError(f"{path}: not an HDF5 file (it does not start with the HDF5 signature); is it a "
+                               "complete Keras .h5 weights file?")
         else:
             src = _from_toolkit(path, "toolkit")
     if pooling is not None:

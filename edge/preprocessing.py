@@ -13,13 +13,14 @@ from typing import Union
 import numpy as np
 
 from edge.config import Preprocessing
+from edge.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 ImageLike = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F821
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An input that is not a usable image; the message says which and why."""
 
 

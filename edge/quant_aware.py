@@ -41,6 +41,14 @@ class FakeQuantPoints:
     def __len__(self) -> int:
         return len(self._handles)
 
+    def state_dict(self) -> dict:
+        """The observed ranges and step counts (saved in ``last.pt``, so a resumed run keeps them)."""
+        return {"ranges": {k: v.detach().cpu().clone() for k, v in self.ranges.items()}, "seen": dict(self.seen)}
+
+    def load_state_dict(self, state: dict, device=None) -> None:
+        self.ranges = {k: v.to(device).clone() for k, v in state["ranges"].items()}
+        self.seen = dict(state["seen"])
+
     def remove(self) -> None:
         for h in self._handles:
             h.remove()

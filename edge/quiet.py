@@ -35,8 +35,11 @@ def quiet_tensorflow() -> None:
 def captured_fds(enabled: bool = True):
     """Send C-level stdout/stderr (TF converter dumps, MLIR notes) to a temp file for the duration.
 
+    ``sys.stdout``/``sys.stderr`` go there too: ExecuTorch's Python bindings route the runtime's native log
+    lines (``[cpuinfo_utils.cpp:71] ...``) through ``sys.stderr``, not file descriptor 2, so where those are
+    not the same file (pytest, Jupyter) redirecting the descriptors alone would let them through.
     Python-level progress bars keep working only if written before/after; use for opaque native calls.
-    Yields the path of the capture so callers can show it on failure.
+    Yields the capture (a binary file) so callers can show it on failure.
     """
     import sys
     import tempfile
@@ -48,17 +51,23 @@ def captured_fds(enabled: bool = True):
     sys.stderr.flush()
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         saved = os.dup(1), os.dup(2)
+        saved_py = sys.stdout, sys.stderr
+        text = open(tmp.fileno(), "w", closefd=False, errors="replace")
         os.dup2(tmp.fileno(), 1)
         os.dup2(tmp.fileno(), 2)
+        sys.stdout = sys.stderr = text
         try:
             yield tmp
         finally:
+            text.flush()
+            sys.stdout, sys.stderr = saved_py
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+            text.close()
 
 
 def import_tensorflow():

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from edge.config import Preprocessing
+from edge.errors import ModelError
+from edge.integrity import check_pte_header, probe_in_subprocess, verify_against_manifest
 from edge.labels import Prediction, softmax, top_k
 from edge.preprocessing import ImageLike, preprocess
 
@@ -39,10 +41,6 @@ class Delegate(str, enum.Enum):
     XNNPACK = "xnnpack"
     NONE = "none"  # LiteRT built-in (reference-style) kernels, no delegate
     GPU = "gpu"
-
-
-class ModelError(ValueError):
-    """A model file that cannot be opened; the message says why and what to do."""
 
 
 @dataclass
@@ -130,8 +128,9 @@ class LiteRTRunner(Runner):
         self.threads = threads
         self.delegate = Delegate(delegate)
         if self.delegate is Delegate.GPU:
-            raise ModelError("the LiteRT GPU delegate is not available in the desktop Python runtime here; "
-                             "use --delegate xnnpack or none (GPU runs: benchmarks on a device)")
+            raise ModelError("LiteRT's GPU accelerator runs through the CompiledModel API: use "
+                             "edge.gpu.LiteRTGpuRunner, or open_model(..., delegate='gpu')")
+        verify_against_manifest(self.path)  # a damaged copy that would still load is named, not run
         Interpreter, OpResolverType = _litert()
         resolver = (OpResolverType.AUTO if self.delegate is Delegate.XNNPACK
                     else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
@@ -194,16 +193,30 @@ class ExecuTorchRunner(Runner):
         self.threads = threads
         import torch
 
-        from edge.quiet import quiet_executorch_import
+        from edge.quiet import captured_fds, quiet_executorch_import
 
-        with quiet_executorch_import():
+        # A damaged .pte can abort this process inside the runtime (edge/integrity.py): check it first.
+        check_pte_header(self.path)
+        checked = verify_against_manifest(self.path) is not None
+        with quiet_executorch_import(), captured_fds():  # the import's native cpuinfo lines go to stderr
             from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime
-        # ExecuTorch's XNNPACK thread pool ignores torch.set_num_threads: size it explicitly.
-        if portable_lib._threadpool_get_thread_count() != threads:
-            portable_lib._unsafe_reset_threadpool(threads)
-        from edge.quiet import captured_fds
 
+        # ExecuTorch's XNNPACK thread pool ignores torch.set_num_threads: size it explicitly (its cpuinfo
+        # probe prints native log lines to stderr, which would sit above any one-line error)
+        with captured_fds():  # the first call creates the pool
+            if portable_lib._threadpool_get_thread_count() != threads:
+                portable_lib._unsafe_reset_threadpool(threads)
+
+        # a program for a backend this runtime lacks (e.g. --backend vulkan on the pip wheel): say exactly that
+        missing = missing_backends(self.path, registered_backends())
+        if missing:
+            raise ModelError(f"{self.path}: {missing[0]} is not registered in this ExecuTorch runtime "
+                             f"(registered: {', '.join(registered_backends()) or 'none'}); the program was exported "
+                             f"for {', '.join(missing)}: run it with an ExecuTorch runtime built with that backend, "
+                             "or export with --backend xnnpack")
+        if not checked:  # no manifest to vouch for it: load it once where a crash cannot take this process
+            probe_in_subprocess(self.path)
         try:
             with captured_fds():  # the runtime's native cpuinfo/XNNPACK log lines
                 program = Runtime.get().load_program(self.path)
@@ -232,10 +245,56 @@ class ExecuTorchRunner(Runner):
         return {**super().describe(), "delegate": "xnnpack", "threads": self.threads}
 
 
+# Backend ids a .pte names in its delegate table (ExecuTorch's partitioners' backend names).
+KNOWN_BACKENDS = ("XnnpackBackend", "VulkanBackend", "CoreMLBackend", "MPSBackend", "QnnBackend", "OpenvinoBackend",
+                  "CudaBackend", "MetalBackend", "NeuronBackend", "EthosUBackend", "ArmBackend", "VgfBackend")
+
+
+def registered_backends() -> list[str]:
+    """Backends this ExecuTorch runtime has (``_get_registered_backend_names`` of the pybindings)."""
+    from edge.quiet import quiet_executorch_import
+
+    with quiet_executorch_import():
+        from executorch.extension.pybindings import portable_lib
+    return list(portable_lib._get_registered_backend_names())
+
+
+def program_backends(path: Path) -> list[str]:
+    """The delegate backends a ``.pte`` uses: the manifest's ``backend`` beside it when there is one, else the
+    backend ids found in the program's delegate table (flatbuffer strings)."""
+    mp = manifest_path(path)
+    if mp.is_file():
+        try:
+            b = json.loads(mp.read_text()).get("backend")
+        except (ValueError, OSError):
+            b = None
+        if isinstance(b, str) and b:
+            name = {"xnnpack": "XnnpackBackend", "vulkan": "VulkanBackend", "coreml": "CoreMLBackend",
+                    "qnn": "QnnBackend", "mps": "MPSBackend"}.get(b.lower())
+            if name:
+                return [name]
+    head = path.read_bytes()[: 1 << 20]  # the delegate table precedes the (large) segment data
+    return [b for b in KNOWN_BACKENDS if b.encode() in head]
+
+
+def missing_backends(path: Path, registered: list[str]) -> list[str]:
+    return [b for b in program_backends(path) if b not in registered]
+
+
+def torch_device(model) -> "Any":
+    """The device of a model's parameters (inputs must be placed there)."""
+    p = next(iter(model.parameters()), None)
+    if p is None:
+        b = next(iter(model.buffers()), None)
+        return b.device if b is not None else "cpu"
+    return p.device
+
+
 class TorchRunner(Runner):
     kind = RuntimeKind.TORCH
 
-    def __init__(self, weights: str | os.PathLike = "default", threads: int = 0, model=None, source=None):
+    def __init__(self, weights: str | os.PathLike = "default", threads: int = 0, model=None, source=None,
+                 device: str = "cpu"):
         import torch
 
         from edge.models import load_torch_model
@@ -245,16 +304,32 @@ class TorchRunner(Runner):
         self.threads = threads
         if model is None:
             model, source = load_torch_model(weights)
-        self.model, self.source = model.eval(), source
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError("no CUDA GPU on this machine (torch.cuda.is_available() is False)")
+        self.device = torch.device(device)
+        self.model, self.source = model.eval().to(self.device), source
         self.path = source.path if source is not None else None
         self.info = ModelInfo(source.labels if source else [], model.config.preprocessing,
                               {"source": source.describe()} if source else {})
         self._torch = torch
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits on the CPU: the input goes to the model's device, the output is read back (which waits for
+        a CUDA model to finish; :meth:`synchronize` makes that explicit for timing)."""
         torch = self._torch
         with torch.inference_mode():
-            return self.model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
+            t = torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 3, 1, 2)))
+            y = self.model(t.to(torch_device(self.model), non_blocking=False))
+            out = y.float().cpu().numpy()
+        self.synchronize()
+        return out
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            self._torch.cuda.synchronize(self.device)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "device": str(self.device), "threads": self.threads}
 
 
 class KerasRunner(Runner):
@@ -275,18 +350,30 @@ class KerasRunner(Runner):
 
 
 def open_model(model: str | os.PathLike, *, threads: int = 1, delegate: Delegate | str = Delegate.XNNPACK,
-               runtime: RuntimeKind | str | None = None) -> Runner:
-    """A runner for ``model``: a ``.tflite``, a ``.pte``, weights (``.pt``/``.h5``), or 'default'."""
+               runtime: RuntimeKind | str | None = None, gpu_precision: str = "fp16") -> Runner:
+    """A runner for ``model``: a ``.tflite``, a ``.pte``, weights (``.pt``/``.h5``), or 'default'.
+
+    ``delegate='gpu'``: a ``.tflite`` on LiteRT's GPU accelerator (``gpu_precision`` fp16 or fp32, see
+    :mod:`edge.gpu`), weights on CUDA."""
     spec = str(model)
+    delegate = Delegate(delegate)
     if runtime is not None and RuntimeKind(runtime) is RuntimeKind.KERAS:
         return KerasRunner(spec)
     if spec in ("default", "imagenet") or spec.endswith((".pt", ".pth", ".h5")):
-        return TorchRunner(spec, threads=threads)
+        return TorchRunner(spec, threads=threads, device="cuda" if delegate is Delegate.GPU else "cpu")
     path = Path(spec)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
+    if path.suffix == ".tflite" and delegate is Delegate.GPU:
+        from edge.gpu import LiteRTGpuRunner
+
+        return LiteRTGpuRunner(path, precision=gpu_precision)
     if path.suffix == ".tflite":
         return LiteRTRunner(path, threads=threads, delegate=delegate)
     if path.suffix == ".pte":
+        if delegate is Delegate.GPU:
+            raise ModelError(f"{path}: no GPU for ExecuTorch here: VulkanBackend is not registered in this ExecuTorch "
+                             "runtime (the pip wheel has none); export with --backend vulkan and run it with an "
+                             "ExecuTorch runtime built with Vulkan")
         return ExecuTorchRunner(path, threads=threads)
     raise ModelError(f"{path}: unsupported model type '{path.suffix}' (expected .tflite, .pte, .pt or .h5)")

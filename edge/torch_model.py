@@ -18,6 +18,7 @@ from edge.config import BN_EPSILON, BN_MOMENTUM_TORCH, CellSpec, NASNetConfig, P
 from edge.genotypes import Combine, Op
 from edge.lowering import (FUSED_SUFFIX, Lowering, avg_correction, group_windows, is_twin_pool_block, needs_split,
                            split_for_concat, tap_groups)
+from edge.weights import WeightsError
 
 
 # ----------------------------------------------------------------------------- weighted layers
@@ -137,7 +138,7 @@ class KerasDense(nn.Linear):
 
 def _copy(dst: torch.Tensor, src: torch.Tensor, what: str) -> None:
     if tuple(dst.shape) != tuple(src.shape):
-        raise ValueError(f"weight {what}: file has shape {tuple(src.shape)}, model expects {tuple(dst.shape)}")
+        raise WeightsError(f"weight {what}: file has shape {tuple(src.shape)}, model expects {tuple(dst.shape)}")
     with torch.no_grad():
         dst.copy_(src.to(dst.dtype))
 
@@ -225,6 +226,14 @@ class Pool(nn.Module):
         # stride 1 in both modes, TF-slim's stride 2) ignores the padding: -inf for max, and for
         # the average a constant per-position correction k*k / (number of real pixels in the window).
         self.zero_pad = stride > 1 and pooling is Pooling.KERAS
+        # GPU target: -inf padding, then the zeros back on the border windows (edge.lowering.max_pool_border_map)
+        if self.is_max and self.zero_pad and lowering is not None and lowering.max_pool_border_map:
+            from edge.lowering import max_pool_border_map
+
+            self.register_buffer("border", torch.from_numpy(max_pool_border_map(hw[0], hw[1], k, stride))[None, None],
+                                 persistent=False)
+        else:
+            self.border = None
         if not self.is_max and not self.zero_pad:
             corr = torch.from_numpy(avg_correction(hw[0], hw[1], k, stride, self.pad))[None, None]
             self.register_buffer("correction", corr, persistent=False)
@@ -239,6 +248,9 @@ class Pool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_max:
+            if self.border is not None:
+                return torch.maximum(F.max_pool2d(F.pad(x, self.pad, value=float("-inf")), self.kernel, self.stride),
+                                     self.border)
             x = F.pad(x, self.pad, value=0.0 if self.zero_pad else float("-inf"))
             return F.max_pool2d(x, self.kernel, self.stride)
         if self.as_dwconv:
@@ -483,7 +495,7 @@ class NASNet(nn.Module):
             else:
                 missing.append(name)
         if strict and missing:
-            raise KeyError(f"{len(missing)} layers missing from the weights, e.g. {missing[:3]}")
+            raise WeightsError(f"{len(missing)} layers missing from the weights, e.g. {missing[:3]}")
         return missing
 
 

@@ -139,7 +139,7 @@ def train(args: argparse.Namespace) -> dict:
 
     from edge.data import DataError, ImageFolder, decode_square, random_resized_crop, to_float
     from edge.models import load_torch_model
-    from edge.weights import save_toolkit_weights
+    from edge.weights import save_toolkit_weights, save_torch_atomic
 
     torch.manual_seed(args.seed)
     if args.threads:
@@ -170,7 +170,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.resume:
         resume_path = out / "last.pt" if args.resume == "auto" else Path(args.resume)
         if not resume_path.is_file():
-            raise FileNotFoundError(f"{resume_path}: no checkpoint to resume from")
+            raise DataError(f"{resume_path}: no checkpoint to resume from; drop --resume or point it at a last.pt")
     model, src = load_torch_model(args.weights if args.weights else None, num_classes=len(labels),
                                   input_size=args.image_size)
     pre = model.config.preprocessing
@@ -204,6 +204,8 @@ def train(args: argparse.Namespace) -> dict:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, history, best = ck["epoch"], ck["history"], ck["best"]
+        if fake_quant is not None and ck.get("fake_quant"):  # keep the observed int8 ranges, not restart them
+            fake_quant.load_state_dict(ck["fake_quant"], device)
         log.info("resumed from %s at epoch %d (best val top-1 %.4f)", resume_path, start_epoch, best)
 
     t0 = time.time()
@@ -217,6 +219,8 @@ def train(args: argparse.Namespace) -> dict:
     total_steps = steps_per_epoch * epochs
     warmup = int(args.warmup_epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(args.seed)
+    if resume_path and ck.get("augment_rng") is not None:  # the same crops as an uninterrupted run
+        gen.set_state(ck["augment_rng"])
     command = "python -m edge.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     step = start_epoch * steps_per_epoch
 
@@ -291,12 +295,18 @@ def train(args: argparse.Namespace) -> dict:
         if val_top1 > best:
             best = val_top1
             save_toolkit_weights(out / "best.pt", model, meta, config=deploy_config)
-        tmp = out / "last.pt.tmp"
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                    "history": history, "best": best, "args": vars(args)}, tmp)
-        os.replace(tmp, out / "last.pt")
-        with open(out / "history.json", "w") as f:
-            json.dump({"command": command, "history": history, "best_val_top1": best}, f, indent=1)
+        # a full disk or Ctrl-C leaves the previous last.pt, never a partial one
+        save_torch_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                           "history": history, "best": best, "args": vars(args), "augment_rng": gen.get_state(),
+                           "fake_quant": fake_quant.state_dict() if fake_quant is not None else None},
+                          out / "last.pt")
+        tmp_history = out / "history.json.tmp"
+        try:
+            tmp_history.write_text(json.dumps({"command": command, "history": history, "best_val_top1": best},
+                                              indent=1))
+            os.replace(tmp_history, out / "history.json")
+        finally:
+            tmp_history.unlink(missing_ok=True)
         plot_history(history, out / "curve.png")
         if args.max_steps and step >= args.max_steps:
             break

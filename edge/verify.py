@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.errors import UserError
+
 log = logging.getLogger(__name__)
 
 CELL_RTOL = 1e-4  # measured: ~1e-6 between faithful fp32 implementations (oneDNN vs PyTorch kernels)
@@ -77,7 +79,7 @@ def reference_model(src, input_size: int, include_top: bool):
         try:
             ref.load_weights(str(src.path))
         except Exception as e:  # Keras raises assorted types for a file that does not fit
-            raise ValueError(f"{src.path}: keras.applications.NASNetMobile cannot load it "
+            raise UserError(f"{src.path}: keras.applications.NASNetMobile cannot load it "
                              f"({str(e).splitlines()[0][:160]})") from None
     else:
         from edge.torch_model import build_torch_model
@@ -106,7 +108,7 @@ def verify(weights: str, images: Path | None = None, input_size: int = 224, limi
     include_top = has_top and input_size == src.config.input_size
     files = list_images(images or sample_images_dir())
     if not files:
-        raise ValueError(f"{images}: no images found")
+        raise UserError(f"{images}: no images found; give a folder of .jpg/.png photos")
     if limit:
         files = files[:limit]
     cfg = src.config.with_(input_size=input_size)

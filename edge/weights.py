@@ -15,6 +15,8 @@ from typing import Iterable
 
 import numpy as np
 
+from edge.errors import UserError
+
 KerasWeights = dict[str, list[np.ndarray]]
 
 # Order in which Keras lists each layer type's weights; HDF5 weight names are matched on their last
@@ -37,7 +39,7 @@ OFFICIAL_RELEASE_NAMES = {"nasnet_mobile.h5": "NASNet-mobile.h5", "nasnet_mobile
 TOOLKIT_FORMAT = "nasnet-edge-weights/1"
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError):
     """A weights file that cannot be used; the message says why and what to do."""
 
 
@@ -165,14 +167,48 @@ def save_toolkit_weights(path: str | os.PathLike, model, meta: dict | None = Non
 
     ``config`` overrides the model's own (e.g. the deploy input size of a model trained smaller).
     """
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"format": TOOLKIT_FORMAT, "config": (config or model.config).to_dict(), "meta": meta or {},
+               "state_dict": state, "tensors_sha256": tensors_sha256(state)}
+    save_torch_atomic(payload, path)
+
+
+def save_torch_atomic(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` through a temporary name; a full disk or Ctrl-C leaves no partial file behind.
+
+    Serialized in memory first: torch.save reports a failed write as ``RuntimeError: ... iostream error``
+    (torch 2.13, inline_container.cc), which says nothing of the cause; a plain file write raises the
+    ``OSError`` (ENOSPC, EACCES, ...) that the command line turns into one clear line.
+    """
+    import io
+
     import torch
 
     path = Path(path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     tmp = path.with_name(path.name + ".tmp")
-    payload = {"format": TOOLKIT_FORMAT, "config": (config or model.config).to_dict(), "meta": meta or {},
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+        os.replace(tmp, path)
+    except OSError as e:  # name the file the user asked for (a failed write carries no file name)
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def tensors_sha256(state_dict: dict) -> str:
+    """sha256 over names, dtypes, shapes and bytes of a state dict: torch.load does not check the zip's CRCs,
+    so a bit flipped inside a tensor would load silently; this checksum, saved in the file, catches it."""
+    import torch
+
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        v = state_dict[k].detach().cpu().contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
 
 
 def load_toolkit_weights(path: str | os.PathLike) -> dict:
@@ -186,6 +222,10 @@ def load_toolkit_weights(path: str | os.PathLike) -> dict:
         raise WeightsError(f"{path}: not a readable PyTorch weights file ({e.__class__.__name__}); "
                            "expected a .pt file saved by this toolkit or a Keras .h5") from None
     if isinstance(payload, dict) and payload.get("format") == TOOLKIT_FORMAT:
+        want = payload.get("tensors_sha256")  # files saved before the checksum existed have none
+        if want and tensors_sha256(payload["state_dict"]) != want:
+            raise WeightsError(f"{path}: the weights inside do not match the checksum saved with them: the file "
+                               "was damaged after it was written; copy it again or retrain")
         return payload
     if isinstance(payload, dict) and all(hasattr(v, "shape") for v in payload.values()):
         return {"format": "state_dict", "config": None, "meta": {}, "state_dict": payload}

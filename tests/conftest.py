@@ -12,19 +12,41 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+ASSETS = REPO / "edge" / "assets"
+# The suite uses only what the repository holds or makes: the shipped photos (edge/assets/README.md: 100
+# calibration photos from Imagenette train, 200 validation and 30 sample photos from Imagenette val, all
+# named <wnid>_...), videos made from them, generated networks. Never ../shared: a user's clone has none,
+# and .ci/run runs the suite in a copy of the repository with no folder beside it to prove it.
+
+
+def shipped_photos(folder: str, wnid: str | None = None) -> list[Path]:
+    """Shipped photos of ``edge/assets/<folder>`` (calibration, validation, samples), of one class if given."""
+    from edge.preprocessing import list_images
+
+    return [f for f in list_images(ASSETS / folder) if wnid is None or f.name.startswith(wnid + "_")]
+
+
+def shipped_classes() -> list[str]:
+    """The wnids of the shipped photos' classes, sorted (Imagenette's 10)."""
+    return sorted({f.name.split("_")[0] for f in shipped_photos("validation")})
+
+
+def class_folders(root: Path, split_sources: dict[str, tuple[str, int]], classes: list[str]) -> Path:
+    """ImageNet layout ``root/<split>/<wnid>/`` made by copying shipped photos: ``{split: (asset folder, n)}``."""
+    import shutil
+
+    for split, (folder, n) in split_sources.items():
+        for wnid in classes:
+            d = root / split / wnid
+            d.mkdir(parents=True, exist_ok=True)
+            for f in shipped_photos(folder, wnid)[:n]:
+                shutil.copy(f, d / f.name)
+    return root
 
 
 def real_val_images(n_per_class: int = 1) -> list[Path]:
-    """Real photographs: Imagenette val from ../shared when present, else the package's samples."""
-    from edge.preprocessing import list_images
-
-    root = SHARED_DATA / "imagenette" / "val"
-    if root.is_dir():
-        return [p for d in sorted(root.iterdir()) for p in list_images(d)[:n_per_class]]
-    from edge.verify import sample_images_dir
-
-    return list_images(sample_images_dir())[: 10 * n_per_class]
+    """Real photographs, ``n_per_class`` of each class, from the shipped held-out validation set."""
+    return [f for wnid in shipped_classes() for f in shipped_photos("validation", wnid)[:n_per_class]]
 
 
 def randomize_bn(model, seed: int = 0) -> None:
@@ -158,101 +180,176 @@ def tflite_fp32(tflite_dir) -> dict:
     return _convert_tflite(tflite_dir, "--precision", "fp32")
 
 
-@pytest.fixture(scope="session")
-def tflite_stock_int8(tflite_dir) -> dict:
-    return _convert_tflite(tflite_dir, "--int8", "--no-lowering")
+# The slowest artifacts (minutes each: the ExecuTorch exports, mostly single-threaded torch.export/FX passes,
+# and the TFLite conversions that only a few tests read) are made one after the other in a background
+# process chain, started as soon as the tests that need them are collected, so that they use the second
+# core while the tests on the main process use the first; the tests that need them run last. Each job is
+# the real command line, as a user runs it. {calibration_with_a_broken_file} is made before its job starts.
+_JOBS: dict[str, tuple[str, list[str]]] = {
+    "pte_int8": ("converters.executorch", ["--int8", "--num-calibration", "48"]),
+    "pte_fp32": ("converters.executorch", ["--precision", "fp32"]),
+    "tflite_stock_int8": ("converters.tflite", ["--int8", "--no-lowering"]),
+    "tflite_int8_again": ("converters.tflite", ["--int8", "--calibration", "{calibration_with_a_broken_file}"]),
+    "tflite_fp16": ("converters.tflite", ["--precision", "fp16"]),
+    "tflite_dynamic": ("converters.tflite", ["--precision", "dynamic"]),
+}
+_job_done: dict = {}  # name -> threading.Event, set when its job has finished
+_job_rc: dict = {}
+_job_seconds: dict = {}
+_job_procs: list = []
+_jobs_stop = threading.Event()
+_JOBS_DIR: list[Path] = []
 
 
-# The ExecuTorch exports are the slowest artifacts (minutes each, mostly single-threaded torch.export/FX
-# passes). They run one after the other in a background process chain, started as soon as the tests that
-# need them are collected, so that they use the second core while the TFLite and model tests run on the
-# first; the tests that need them run last.
-_PTE_JOBS = {"pte_int8": ["--int8", "--num-calibration", "48"], "pte_fp32": ["--precision", "fp32"]}
-_pte_done: dict = {}  # name -> threading.Event, set when its export has finished
-_pte_rc: dict = {}
-_pte_procs: list = []
-_pte_stop = threading.Event()
-_PTE_DIR: list[Path] = []
+def _job_output(out: Path, name: str) -> Path:
+    """ExecuTorch programs share the chain's folder (tests read them from ``pte_dir``); every TFLite job
+    gets its own, since two of them write an artifact of the same name."""
+    return out if _JOBS[name][0] == "converters.executorch" else out / name
 
 
-def _run_pte_chain(names: list[str], out: Path) -> None:
+def _job_args(out: Path, name: str) -> list[str]:
+    module, args = _JOBS[name]
+    if any("{calibration_with_a_broken_file}" in a for a in args):
+        calib = out / "calibration_with_a_broken_file"
+        calib.mkdir(exist_ok=True)
+        for f in shipped_photos("calibration"):
+            (calib / f.name).write_bytes(f.read_bytes())
+        (calib / "broken.jpg").write_bytes(b"not a jpeg")
+        args = [a.format(calibration_with_a_broken_file=calib) for a in args]
+    return ["--output", str(_job_output(out, name)), *args]
+
+
+def _run_chain(names: list[str], out: Path) -> None:
     import subprocess
     import sys
+    import time
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one core: the test process keeps the other
     try:
         for name in names:
-            if _pte_stop.is_set():  # the session ended (a subset of the tests ran): start nothing more
+            if _jobs_stop.is_set():  # the session ended (a subset of the tests ran): start nothing more
                 break
+            t = time.perf_counter()
             with open(out / f"{name}.log", "w") as log:
-                proc = subprocess.Popen([sys.executable, "-m", "converters.executorch", "--output", str(out),
-                                         *_PTE_JOBS[name]], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-                _pte_procs.append(proc)
-                _pte_rc[name] = proc.wait()
-            _pte_done[name].set()
+                proc = subprocess.Popen([sys.executable, "-m", _JOBS[name][0], *_job_args(out, name)], cwd=REPO,
+                                        stdout=log, stderr=subprocess.STDOUT, env=env)
+                _job_procs.append(proc)
+                _job_rc[name] = proc.wait()
+            _job_seconds[name] = time.perf_counter() - t
+            _job_done[name].set()
     finally:  # never leave a fixture waiting on a chain that died
         for name in names:
-            _pte_rc.setdefault(name, -1)
-            _pte_done[name].set()
+            _job_rc.setdefault(name, -1)
+            _job_done[name].set()
+
+
+def background_manifest(name: str) -> dict:
+    """The manifest of the background job ``name`` (started at collection), waiting for it; ``_path`` is
+    the artifact's path."""
+    import json
+
+    import tempfile
+
+    out = _JOBS_DIR[0] if _JOBS_DIR else Path(tempfile.mkdtemp(prefix="nasnet_jobs_"))
+    done = _job_done.get(name)
+    if done is None:  # not started (e.g. a fixture requested indirectly): run it here
+        import importlib
+
+        if not _JOBS_DIR:
+            _JOBS_DIR.append(out)
+        mod = importlib.import_module(_JOBS[name][0])
+        mod.convert(mod.build_parser().parse_args(_job_args(out, name)))
+    else:
+        assert done.wait(timeout=2400), f"background job {name} did not finish in 40 minutes"
+        log = (out / f"{name}.log").read_text(errors="replace")
+        assert _job_rc[name] == 0, (f"python -m {_JOBS[name][0]} {' '.join(_job_args(out, name))} failed "
+                                    f"({_job_rc[name]}):\n{log[-3000:]}")
+    folder = _job_output(out, name)
+    precision = {"pte_int8": "int8", "pte_fp32": "fp32"}.get(name)
+    pattern = f"*_{precision}.pte.json" if precision else "*.tflite.json"
+    found = sorted(folder.glob(pattern))
+    assert len(found) == 1, (name, found)
+    manifest = json.loads(found[0].read_text())
+    return {**manifest, "_path": str(folder / manifest["artifact"])}
+
+
+# Fixtures that convert, export or build a real NASNet-Mobile (minutes, or tens of seconds): a test that uses one
+# is marked slow, so `-m "not slow"` (the fast subset, README) leaves it out without anyone having to remember.
+SLOW_FIXTURES = {"tflite_int8", "tflite_fp32", "tflite_dir", *_JOBS,
+                 "keras_reference", "official_h5", "official_no_top_h5", "small_tflite_cells", "tiny_imagenette",
+                 "bad", "small_gpu"}
 
 
 def pytest_collection_modifyitems(session, config, items):
     import tempfile
 
-    def uses_pte(item) -> bool:
-        return any(n in getattr(item, "fixturenames", ()) for n in _PTE_JOBS)
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
-    # tests that wait for the background exports run last, so the wait overlaps the rest of the suite
-    items[:] = [i for i in items if not uses_pte(i)] + [i for i in items if uses_pte(i)]
-    needed = [n for n in _PTE_JOBS if any(n in getattr(item, "fixturenames", ()) for item in items)]
+    def uses_background(item) -> bool:
+        return any(n in getattr(item, "fixturenames", ()) for n in _JOBS)
+
+    # tests that wait for the background jobs run last, so the wait overlaps the rest of the suite
+    items[:] = [i for i in items if not uses_background(i)] + [i for i in items if uses_background(i)]
+    needed = [n for n in _JOBS if any(n in getattr(item, "fixturenames", ()) for item in items)]
     if not needed or config.getoption("collectonly"):
         return
-    out = Path(tempfile.mkdtemp(prefix="nasnet_pte_"))
-    _PTE_DIR.append(out)
+    out = Path(tempfile.mkdtemp(prefix="nasnet_jobs_"))
+    _JOBS_DIR.append(out)
     for name in needed:
-        _pte_done[name] = threading.Event()
-    threading.Thread(target=_run_pte_chain, args=(needed, out), daemon=True).start()
+        _job_done[name] = threading.Event()
+    threading.Thread(target=_run_chain, args=(needed, out), daemon=True).start()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _job_seconds:
+        terminalreporter.write_line("background jobs (second core): " + ", ".join(
+            f"{k} {v:.0f}s" for k, v in _job_seconds.items()))
 
 
 def pytest_sessionfinish(session, exitstatus):
     import shutil
 
-    _pte_stop.set()
-    for proc in _pte_procs:
+    _jobs_stop.set()
+    for proc in _job_procs:
         if proc.poll() is None:
             proc.kill()
-    for d in _PTE_DIR:
+    for d in _JOBS_DIR:
         shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def pte_dir(tmp_path_factory) -> Path:
-    return _PTE_DIR[0] if _PTE_DIR else tmp_path_factory.mktemp("pte")
-
-
-def _convert_pte(out: Path, name: str) -> dict:
-    """The manifest of the background export ``name`` (started at collection), waiting for it."""
-    import json
-
-    done = _pte_done.get(name)
-    if done is None:  # not started (e.g. a fixture requested indirectly): run it here
-        from converters.executorch import build_parser, convert
-
-        manifest = convert(build_parser().parse_args(["--output", str(out), *_PTE_JOBS[name]]))
-        return json.loads((out / (manifest["artifact"] + ".json")).read_text())
-    assert done.wait(timeout=2400), f"background export {name} did not finish in 40 minutes"
-    rc = _pte_rc[name]
-    log = (out / f"{name}.log").read_text(errors="replace")
-    assert rc == 0, f"python -m converters.executorch {' '.join(_PTE_JOBS[name])} failed ({rc}):\n{log[-3000:]}"
-    precision = "int8" if "--int8" in _PTE_JOBS[name] else "fp32"
-    return json.loads((out / f"nasnet_mobile_edge_xnnpack_{precision}.pte.json").read_text())
+    return _JOBS_DIR[0] if _JOBS_DIR else tmp_path_factory.mktemp("pte")
 
 
 @pytest.fixture(scope="session")
-def pte_fp32(pte_dir) -> dict:
-    return _convert_pte(pte_dir, "pte_fp32")
+def pte_fp32() -> dict:
+    return background_manifest("pte_fp32")
 
 
 @pytest.fixture(scope="session")
-def pte_int8(pte_dir) -> dict:
-    return _convert_pte(pte_dir, "pte_int8")
+def pte_int8() -> dict:
+    return background_manifest("pte_int8")
+
+
+@pytest.fixture(scope="session")
+def tflite_stock_int8() -> dict:
+    return background_manifest("tflite_stock_int8")
+
+
+@pytest.fixture(scope="session")
+def tflite_int8_again() -> dict:
+    """The main job again, from the same calibration photos given as a folder that also holds a broken file."""
+    return background_manifest("tflite_int8_again")
+
+
+@pytest.fixture(scope="session")
+def tflite_fp16() -> dict:
+    return background_manifest("tflite_fp16")
+
+
+@pytest.fixture(scope="session")
+def tflite_dynamic() -> dict:
+    return background_manifest("tflite_dynamic")

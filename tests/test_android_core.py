@@ -36,6 +36,7 @@ def core_jar(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # exports or compiles (tens of seconds)
 def test_kotlin_unit_tests_pass(core_jar, tmp_path):
     assert all(j.is_file() for j in JUNIT), "junit4 not installed (.ci/run installs Debian's junit4)"
     cp = ":".join(map(str, [core_jar, *JUNIT]))

@@ -22,7 +22,9 @@ from conftest import assert_one_line_error, run_module
 def test_local_benchmark_writes_json_markdown_and_plot(tflite_int8, tflite_fp32, tflite_dir, tmp_path):
     a, b = tflite_dir / tflite_fp32["artifact"], tflite_dir / tflite_int8["artifact"]
     out = tmp_path / "bench"
-    r = run_module("benchmarks.run", a, b, "--threads", "1", "--delegate", "xnnpack,none,gpu", "--runs", "6",
+    # GPU rows (LiteRT's GPU accelerator on lavapipe, ~1 minute of shader compilation per full model):
+    # tests/test_gpu.py, on the small network
+    r = run_module("benchmarks.run", a, b, "--threads", "1", "--delegate", "xnnpack,none", "--runs", "6",
                    "--rounds", "2", "--warmup", "1", "--output", out, "--quiet", "--baseline", "fp32")
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
@@ -33,10 +35,8 @@ def test_local_benchmark_writes_json_markdown_and_plot(tflite_int8, tflite_fp32,
         assert x["latency_ms"]["n"] == 6 and x["latency_ms"]["median"] > 0 and x["load_ms"] > 0
         assert {"median", "p90", "p99", "mean", "std", "min"} <= set(x["latency_ms"])
         assert x["process_peak_rss_mb"] > 0 and x["size_bytes"] > 0
-    gpu = [x for x in res["results"] if x["delegate"] == "gpu"]
-    assert gpu and all(x["status"] == "unavailable" and "GPU" in x["reason"] for x in gpu)
     assert res["ratios"] and all("ci95" in q for q in res["ratios"])
-    assert (out / "results.md").read_text().count("| local |") == 6
+    assert (out / "results.md").read_text().count("| local |") == 4
     assert (out / "latency.png").stat().st_size > 1000
     # comparing a result with itself: every ratio is 1 and the interval says "no measurable change"
     r = run_module("benchmarks.compare", out / "results.json", out / "results.json")

@@ -9,16 +9,15 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED_DATA, assert_one_line_error, run_module
-from edge.preprocessing import list_images
+from conftest import REPO, assert_one_line_error, run_module, shipped_photos
 
 
 @pytest.fixture(scope="module")
 def parachute_video(tmp_path_factory) -> Path:
-    """A video made of real photos of one of the default model's classes (the bottles video has no class
-    of the default model): Imagenette val parachutes, 3 frames each, at 30 fps."""
-    src = SHARED_DATA / "imagenette" / "val" / "n03888257"
-    files = list_images(src)[:20] if src.is_dir() else list_images(REPO / "edge" / "assets" / "samples")[-3:]
+    """A video made of real photos of one of the default model's classes: the 20 shipped validation photos of
+    parachutes (Imagenette val), 3 frames each, at 30 fps: 60 frames."""
+    files = shipped_photos("validation", "n03888257")
+    assert len(files) == 20
     path = tmp_path_factory.mktemp("video") / "parachutes.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (320, 240))
     for f in files:

@@ -34,6 +34,7 @@ def test_int8_program_loads_runs_and_agrees_with_fp32(pte_int8, pte_fp32, pte_di
     assert clear.sum() >= 10 and (p8[clear].argmax(1) == p32[clear].argmax(1)).all()
 
 
+@pytest.mark.slow  # exports or compiles (tens of seconds)
 def test_pad_annotation_shares_quantization_with_its_input():
     """The root-cause fix: pads and the max pools after them keep their input's quantization (XNNPACK requires it)."""
     import torch
@@ -58,6 +59,7 @@ def test_pad_annotation_shares_quantization_with_its_input():
             assert q.args[1:3] == dq.args[1:3], (pad.name, dq.args[1:3], q.args[1:3])
 
 
+@pytest.mark.slow  # exports or compiles (tens of seconds)
 def test_int8_pads_lower_as_int8_xnnpack_pads_not_fp32_islands():
     """Root-cause pin (ExecuTorch 1.5.1 ``ConstantPadConfig`` takes pads in fp32 only): with the stock configs
     an int8 pad is lowered between two XNNPACK converts (int8 -> fp32 -> int8); with ours it stays int8, so
@@ -117,6 +119,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, args):
     assert not list(tmp_path.glob("*.pte"))
 
 
+@pytest.mark.slow  # exports or compiles (tens of seconds)
 def test_per_cell_programs_are_delegated_and_reproduce_the_network(tmp_path):
     """`--cells` on a small NASNet-A (same genotypes, fewer filters): every part is its own fully delegated
     program, and fp32 parts fed the whole network's activations give the whole network's activations. A
@@ -156,6 +159,7 @@ def test_per_cell_programs_are_delegated_and_reproduce_the_network(tmp_path):
     assert sqnr > 15, float(sqnr)
 
 
+@pytest.mark.slow  # exports or compiles (tens of seconds)
 def test_fp32_parts_stay_float_inside_the_single_delegate_partition(tmp_path):
     """`--fp32-parts stem,cell_00`: ops of those parts get no quantization annotation (they run fp32), all
     other parts do, and XNNPACK still takes the whole mixed program as one partition that runs."""

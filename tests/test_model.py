@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -229,3 +230,27 @@ def test_verify_cli_rejects_a_file_of_another_network(tmp_path):
     save_keras_model_as_h5(other, path)
     r = run_verify("--weights", str(path))
     assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("name", ["mobile", "large", "small_custom"])
+def test_configurations_and_preprocessing_round_trip_exactly(name, tmp_path):
+    """A saved configuration reloads as itself (a NASNet-Large one used to reload as NASNet-Mobile)."""
+    from dataclasses import replace
+
+    from edge.config import NASNetConfig, Preprocessing, nasnet_large, nasnet_mobile
+    from edge.models import config_from_dict, resolve_weights
+
+    cfg = {"mobile": nasnet_mobile(), "large": nasnet_large(num_classes=7, pooling="slim"),
+           "small_custom": nasnet_mobile(num_classes=5).with_(penultimate_filters=96, num_blocks=1, stem_filters=32,
+                                                               input_size=48)}[name]
+    assert NASNetConfig.from_dict(cfg.to_dict()) == cfg == config_from_dict(json.loads(json.dumps(cfg.to_dict())))
+    pre = replace(Preprocessing(), channel_order="BGR", layout="NCHW", crop_fraction=1.0)
+    assert Preprocessing.from_dict(pre.to_dict()) == pre
+    if name == "small_custom":  # and through a toolkit weights file, as a custom-class model is saved
+        from conftest import small_nasnet
+        from edge.weights import save_toolkit_weights
+
+        small_cfg, model = small_nasnet(num_classes=5)
+        save_toolkit_weights(tmp_path / "m.pt", model, {"labels": list("abcde")})
+        src = resolve_weights(tmp_path / "m.pt")
+        assert src.config == small_cfg and src.labels == list("abcde")

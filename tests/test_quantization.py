@@ -52,6 +52,7 @@ def test_fake_quant_points_simulate_int8_and_switch_off(small_model):
         assert torch.equal(small_model(x), float_now)
 
 
+@pytest.mark.slow  # exports or compiles (tens of seconds)
 def test_quantization_report_on_a_small_network(small_model):
     from benchmarks.quantization import noise_budget, per_cell_sqnr, to_markdown
 

@@ -65,15 +65,9 @@ def test_fp32_edge_form_is_one_partition_and_matches_keras(tflite_fp32):
     assert tflite_fp32["validation"]["top1_agreement"] == 1.0
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "dynamic", "int8"])
-def test_every_precision_classifies_the_samples_like_the_source(precision, tflite_dir, tflite_int8, tflite_fp32,
-                                                                samples, source_probs):
-    if precision in ("fp16", "dynamic"):
-        m = _convert_tflite(tflite_dir, "--precision", precision)
-    else:
-        m = tflite_int8 if precision == "int8" else tflite_fp32
-    runner = open_model(tflite_dir / m["artifact"])
-    assert isinstance(runner, LiteRTRunner)
+def classifies_like_the_source(m: dict, path: Path, precision: str, samples, source_probs) -> None:
+    runner = open_model(path)
+    assert isinstance(runner, LiteRTRunner) and m["precision"] == precision
     probs = runner.probabilities(preprocess_batch(samples, runner.preprocessing))
     clear = clear_cases(source_probs)
     assert clear.sum() >= 10
@@ -82,11 +76,25 @@ def test_every_precision_classifies_the_samples_like_the_source(precision, tflit
     assert len(top) == 3 and top[0].label in runner.labels
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_every_precision_classifies_the_samples_like_the_source(precision, tflite_dir, tflite_int8, tflite_fp32,
+                                                                samples, source_probs):
+    m = tflite_int8 if precision == "int8" else tflite_fp32
+    classifies_like_the_source(m, tflite_dir / m["artifact"], precision, samples, source_probs)
+
+
+def test_fp16_and_dynamic_range_classify_the_samples_like_the_source(tflite_fp16, tflite_dynamic, samples,
+                                                                     source_probs):
+    for precision, m in (("fp16", tflite_fp16), ("dynamic", tflite_dynamic)):  # made in the background chain
+        classifies_like_the_source(m, Path(m["_path"]), precision, samples, source_probs)
+
+
 def test_labels_and_preprocessing_are_embedded_in_the_tflite(tflite_int8, tflite_dir):
     path = tflite_dir / tflite_int8["artifact"]
     embedded = read_tflite_embedded_manifest(path)
     assert embedded["labels"] == tflite_int8["labels"] and len(embedded["labels"]) == 10
-    assert embedded["preprocessing"]["size"] == 224 and embedded["preprocessing"]["mean"] == 127.5
+    # int8: mean 128 / std 127.5, the input on the pixel grid (converters/quantized_input.py, docs/clients.md)
+    assert embedded["preprocessing"]["size"] == 224 and embedded["preprocessing"]["mean"] == 128.0
     with zipfile.ZipFile(path) as z:
         assert z.read("labels.txt").decode().splitlines() == tflite_int8["labels"]
     # without the manifest beside it, a runner still finds labels and preprocessing in the file
@@ -98,6 +106,7 @@ def test_labels_and_preprocessing_are_embedded_in_the_tflite(tflite_int8, tflite
 
 def test_per_cell_export_lists_every_cell_with_shapes_and_macs(small_tflite_cells):
     from conftest import small_nasnet
+    from converters.tflite import op_histogram
     from edge.config import nasnet_mobile
     from edge.profile import part_macs
 
@@ -114,36 +123,64 @@ def test_per_cell_export_lists_every_cell_with_shapes_and_macs(small_tflite_cell
         # ADDs of each small reduction cell to LiteRT; the real model's single partition and zero fallback
         # ops are pinned by the main-job test.)
         d = p["delegation"]
-        assert d["partitions"] >= 1 and d["fallback_ops"] == sum(d["fallback"].values()), p["name"]
+        # the interpreter's node list (the report) against the flatbuffer's operator table (op_histogram):
+        # two independent readings of the same file must count the same operators
+        hist = op_histogram(small_tflite_cells / p["file"])
+        assert d["partitions"] >= 1 and d["ops"] == sum(hist.values()), p["name"]
+        assert d["delegated_ops"] + d["fallback_ops"] == d["ops"]
+        assert all(hist.get(op, 0) >= n for op, n in d["fallback"].items()), (d["fallback"], hist)
     # the MACs the manifest lists, on the real NASNet-Mobile: the paper's 564M multiply-adds
     # (562.58M in the body + 1.06M in a 1000-class head)
     real = part_macs(nasnet_mobile())
     assert len(real) == 18 and abs(sum(m["macs"] for m in real[:-1]) / 1e6 - 562.58) < 0.01
 
 
-def test_same_inputs_give_the_same_validation_numbers(tflite_dir, tflite_int8):
-    again = _convert_tflite(tflite_dir / "again", "--int8")
+def test_same_inputs_give_the_same_validation_numbers_and_unreadable_images_are_skipped(tflite_int8,
+                                                                                        tflite_int8_again):
+    """A second conversion from the same calibration photos, given as a folder that also holds an unreadable
+    file, skips and counts that file and reproduces the main job's validation numbers exactly."""
+    again = tflite_int8_again
+    assert again["calibration"]["unreadable_skipped"] == 1
+    assert again["calibration"]["count"] == tflite_int8["calibration"]["count"] == 100
+    assert again["calibration"]["files"] == tflite_int8["calibration"]["files"]
     for k in ("top1_agreement", "mean_kl", "logit_sqnr_db", "max_abs_prob_diff"):
         assert again["validation"][k] == tflite_int8["validation"][k], k
 
 
-def test_agreement_gate_fails_the_run(tmp_path):
+@pytest.mark.parametrize("agreement,flag,status", [(0.965, "97", 1), (0.97, "97", 0), (0.97, "0.97", 0),
+                                                   (0.995, "100", 1), (1.0, "100", 0)])
+def test_agreement_gate_sets_the_exit_status(agreement, flag, status, capsys):
+    """The gate of both converters: exit 1 with one line below the threshold, 0 at or above it. The conversion
+    is a stand-in returning a measured agreement; the gate fields come from the real ``agreement_gate``."""
+    from converters.common import agreement_gate, agreement_threshold, converter_main
+    from converters.tflite import build_parser
+
+    def stand_in_convert(args):
+        val = {"top1_agreement": agreement}
+        return {"validation": {**val, **agreement_gate(val, agreement_threshold(args.fail_under_agreement))}}
+
+    rc = converter_main(build_parser, stand_in_convert, ["--fail-under-agreement", flag])
+    err = capsys.readouterr().err.strip()
+    assert rc == status, err
+    if status:
+        assert err == (f"error: top-1 agreement {100 * agreement:.1f}% is below --fail-under-agreement "
+                       f"{100 * agreement_threshold(float(flag)):.1f}%")
+    else:
+        assert err == ""
+
+
+def test_agreement_gate_is_recorded_in_the_manifest():
+    from converters.common import agreement_gate
+
+    assert agreement_gate({"top1_agreement": 0.97}, None) == {}
+    assert agreement_gate({"top1_agreement": 0.97}, 0.97) == {"fail_under_agreement": 0.97, "passed": True}
+    assert agreement_gate({"top1_agreement": 0.9699}, 0.97)["passed"] is False
+
+
+def test_an_agreement_threshold_above_100_percent_is_rejected_before_converting(tmp_path):
     r = run_module("converters.tflite", "--precision", "dynamic", "--output", tmp_path, "--fail-under-agreement", "100.1")
     assert_one_line_error(r)
-    r = run_module("converters.tflite", "--precision", "dynamic", "--output", tmp_path, "--fail-under-agreement", "99.99")
-    assert r.returncode in (0, 1)
-    if r.returncode == 1:
-        assert "below --fail-under-agreement" in r.stderr
-
-
-def test_unreadable_calibration_images_are_skipped_and_counted(tmp_path):
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    for f in list_images(Path(__file__).resolve().parents[1] / "edge" / "assets" / "calibration")[:4]:
-        (calib / f.name).write_bytes(f.read_bytes())
-    (calib / "broken.jpg").write_bytes(b"not a jpeg")
-    m = _convert_tflite(tmp_path / "out", "--int8", "--calibration", str(calib))
-    assert m["calibration"]["count"] == 4 and m["calibration"]["unreadable_skipped"] == 1
+    assert "give a fraction (0.97) or a percentage (97)" in r.stderr and not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("case", ["missing_weights", "corrupt_weights", "empty_calibration", "output_is_a_file",
