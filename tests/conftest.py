@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "edge" / "assets"
 # The suite uses only what the repository holds or makes: the shipped photos (edge/assets/README.md: 100
 # calibration photos from Imagenette train, 200 validation and 30 sample photos from Imagenette val, all
-# named <wnid>_...), videos made from them, generated networks. Never ../shared: a user's clone has none,
+# named <wnid>_...), videos made from them, generated networks. Never a data folder beside the checkout: a user's clone has none,
 # and .ci/run runs the suite in a copy of the repository with no folder beside it to prove it.
 
 

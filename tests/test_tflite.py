@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import _convert_tflite, assert_one_line_error, run_module
+from conftest import assert_one_line_error, run_module
 from edge.runtime import LiteRTRunner, open_model, read_tflite_embedded_manifest, TorchRunner
 from edge.preprocessing import list_images, preprocess_batch
 from edge.verify import sample_images_dir
