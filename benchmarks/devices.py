@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
+
 from benchmarks.stats import summarize
 from edge.errors import UserError
 
@@ -88,62 +90,277 @@ class SSHSession:
         if r.returncode:
             raise DeviceError(f"copying {local.name} to {self.t.dest} failed: {r.stderr.strip()[:200]}")
 
+    def get(self, remote: str, local: Path) -> None:
+        r = subprocess.run(["scp", "-q", *self.opts, "-P", str(self.t.port), f"{self.t.dest}:{remote}", str(local)],
+                           capture_output=True, text=True, timeout=600)
+        if r.returncode:
+            raise DeviceError(f"copying {remote} back from {self.t.dest} failed: {r.stderr.strip()[:200]}")
+
     def close(self) -> None:
         subprocess.run(["ssh", *self.opts, "-O", "exit", "-p", str(self.t.port), self.t.dest], capture_output=True,
                        timeout=30)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def runtime_requirements() -> list[str]:
+    """What a board needs to run ``.tflite`` artifacts: this machine's LiteRT version (same kernels' source)."""
+    from importlib import metadata
+
+    try:
+        return [f"ai-edge-litert=={metadata.version('ai-edge-litert')}", "numpy"]
+    except metadata.PackageNotFoundError:
+        return ["ai-edge-litert", "numpy"]
+
+
+BOARD_VENV = "~/.nasnet-edge/venv"
+EXECUTORCH_ON_ARM = ("ExecuTorch's aarch64 wheel on PyPI imports torch, and PyPI's only aarch64 torch pulls CUDA "
+                     "libraries and fails to import without them; on a real board build ExecuTorch's runtime "
+                     "(executor_runner or the pybindings) from source, see README 'Linux boards'")
+
+
+def setup_board(session: "SSHSession", python: str) -> str:
+    """``--setup``: a venv on the board with the runtime (:func:`runtime_requirements`); returns its Python."""
+    home = session.run("sh", "-c", "echo $HOME", check=True).stdout.strip() or "/tmp"
+    venv = BOARD_VENV.replace("~", home, 1)  # an absolute path: later commands quote every argument
+    venv_python = f"{venv}/bin/python"
+    r = session.run("sh", "-c", f"test -x {venv_python} && {venv_python} -c 'import ai_edge_litert, numpy'",
+                    check=True, timeout=300)
+    if r.returncode == 0:
+        return venv_python
+    log.info("--setup: making %s on the board and installing %s (minutes on a slow board)", BOARD_VENV,
+             " ".join(runtime_requirements()))
+    r = session.run("sh", "-c", f"mkdir -p {shlex.quote(str(Path(venv).parent))} && {shlex.quote(python)} -m venv "
+                    f"{shlex.quote(venv)}",
+                    check=True, timeout=900)
+    if r.returncode:
+        raise DeviceError(f"{session.t.dest}: `{python} -m venv` failed ({(r.stderr.strip().splitlines() or ['?'])[-1][:160]}); "
+                          "on Debian/Raspberry Pi OS install python3-venv first (sudo apt-get install python3-venv)")
+    pip = " ".join(shlex.quote(x) for x in runtime_requirements())
+    r = session.run("sh", "-c", f"{venv_python} -m pip install --no-input --disable-pip-version-check {pip}",
+                    check=True, timeout=1800)
+    if r.returncode:
+        raise DeviceError(f"{session.t.dest}: pip install {pip} failed "
+                          f"({(r.stderr.strip().splitlines() or ['?'])[-1][:160]})")
+    return venv_python
+
+
+def expected_sha256(path: Path) -> str:
+    """The sha256 a copy must have: the manifest's (which the local file was checked against), else the file's."""
+    from edge.integrity import verify_against_manifest
+    from edge.weights import sha256
+
+    manifest = verify_against_manifest(path)
+    return (manifest or {}).get("sha256") or sha256(path)
+
+
+def verification_inputs(models: list[str], images: int) -> tuple[list[Path], dict[str, np.ndarray]]:
+    """The shipped validation photos (the first ``images``, in a fixed order), preprocessed per model."""
+    from converters.common import package_folder
+    from edge.preprocessing import list_images, preprocess_batch
+    from edge.runtime import read_artifact_info
+
+    photos = list_images(package_folder("validation"))
+    photos = photos[:images] if images > 0 else photos
+    batches: dict[str, np.ndarray] = {}
+    for m in models:
+        pre = read_artifact_info(Path(m)).preprocessing
+        key = json.dumps(pre.to_dict() if hasattr(pre, "to_dict") else vars(pre), sort_keys=True, default=str)
+        if key not in batches:
+            batches[key] = preprocess_batch(photos, pre).astype(np.float32)
+        batches[m] = batches[key]
+    return photos, {m: batches[m] for m in models}
+
+
+def compare_outputs(remote_raw: np.ndarray, local_raw: np.ndarray, local_logits: np.ndarray, quant,
+                    model: str) -> dict:
+    """Remote vs local outputs of the same artifact on the same inputs: exact, or by how much they differ.
+
+    Both sides come from :func:`benchmarks.remote_runner.classify`, so they differ only in the kernels.
+    """
+    if remote_raw.shape != local_raw.shape or remote_raw.dtype != local_raw.dtype:
+        raise DeviceError(f"{model}: the board returned outputs of shape {remote_raw.shape} {remote_raw.dtype}, "
+                          f"this machine {local_raw.shape} {local_raw.dtype}: not the same artifact")
+    out = {"images": int(len(local_raw)), "bit_identical": bool(np.array_equal(remote_raw, local_raw))}
+    if quant is not None:  # quantized outputs: differences in quantization steps, then in logits
+        diff_q = np.abs(remote_raw.astype(np.int32) - local_raw.astype(np.int32))
+        out["max_abs_diff_quantized_steps"] = int(diff_q.max()) if diff_q.size else 0
+        scale, zp = quant
+        remote_logits = (remote_raw.astype(np.float32) - zp) * scale
+    else:
+        remote_logits = remote_raw.astype(np.float32)
+    d = np.abs(remote_logits - local_logits)
+    out["max_abs_diff"] = float(d.max()) if d.size else 0.0
+    out["max_rel_diff"] = float(d.max() / max(1e-12, float(np.abs(local_logits).max()))) if d.size else 0.0
+    out["top1_agreement"] = float((remote_logits.argmax(1) == local_logits.argmax(1)).mean())
+    out["model"] = model
+    return out
+
+
 def run_ssh(spec: str, models: list[str], threads: list[int], delegates: list[str], runs: int, rounds: int,
-            warmup: int, key: str | None = None, python: str = "python3", known_hosts: str | None = None) -> dict:
-    """Copy the artifacts and the standalone runner to a board, run it there, bring the records back."""
+            warmup: int, key: str | None = None, python: str = "python3", known_hosts: str | None = None,
+            verify: bool = True, verify_images: int = 50, setup: bool = False, progress: bool = False) -> dict:
+    """Copy the artifacts and the standalone runner to a board, run it there, bring the records back.
+
+    Every copy is checked against the artifact's sha256 on the board (a truncated transfer is named, not
+    timed). With ``verify``, the board also classifies ``verify_images`` shipped validation photos with
+    every ``.tflite``/``.pte``, and the same photos go through the same artifact here: the result says
+    whether the board's kernels give bit-identical outputs, or by how much (and how often top-1) they differ.
+    """
+    import benchmarks.remote_runner as remote_runner
+
     target = SSHTarget.parse(spec, key, python)
     session = SSHSession(target, known_hosts)
+    workdir = Path(tempfile.mkdtemp(prefix="nasnet-ssh-job-"))
     try:
         r = session.run("mkdir", "-p", REMOTE_DIR)
         if r.returncode:
             raise DeviceError(f"{target.dest}: cannot create {REMOTE_DIR}: {r.stderr.strip()[:200]}")
+        if setup:
+            target.python = setup_board(session, target.python)
         r = session.run(target.python, "-c", "import sys; print(sys.version_info[0])", check=True)
         if r.returncode or r.stdout.strip() != "3":
-            raise DeviceError(f"{target.dest}: no '{target.python}' on the board; install Python 3 or pass --remote-python")
-        remote_models = []
+            raise DeviceError(f"{target.dest}: no '{target.python}' on the board; install Python 3 or pass "
+                              "--remote-python")
+        remote_models, expected = [], {}
         for i, m in enumerate(models):
             p = Path(m)
             if not p.is_file() or p.suffix not in (".tflite", ".pte"):
                 raise DeviceError(f"{m}: only .tflite and .pte artifacts run on a board")
             dest = f"{REMOTE_DIR}/{i:02d}{p.suffix}"  # our own names on the board: no user text in paths
+            expected[dest] = expected_sha256(p)
             session.put(p, dest)
             remote_models.append((m, dest))
-        runner = Path(__file__).with_name("remote_runner.py")
-        session.put(runner, f"{REMOTE_DIR}/remote_runner.py")
-        cases = [{"model": dest, "local": m, "threads": t, "delegate": d}
-                 for m, dest in remote_models for d in delegates for t in threads if d != "gpu"]
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump({"cases": cases, "runs": runs, "rounds": rounds, "warmup": warmup}, f)
-        session.put(Path(f.name), f"{REMOTE_DIR}/job.json")
-        os.unlink(f.name)
-        r = session.run(target.python, f"{REMOTE_DIR}/remote_runner.py", f"{REMOTE_DIR}/job.json", check=True)
-        try:
-            doc = json.loads(r.stdout.strip().splitlines()[-1])
-        except (json.JSONDecodeError, IndexError):
-            raise DeviceError(f"{target.dest}: the runner failed: {(r.stderr.strip().splitlines() or ['?'])[-1][:200]}") from None
+        here = Path(__file__).parent
+        session.put(here / "remote_runner.py", f"{REMOTE_DIR}/remote_runner.py")
+        if (here / "isa.py").is_file():  # stdlib-only ISA detection, imported by the runner when present
+            session.put(here / "isa.py", f"{REMOTE_DIR}/isa.py")
+
+        def remote_job(doc: dict, name: str, timeout: int = 3600) -> dict:
+            jf = workdir / name
+            jf.write_text(json.dumps(doc))
+            session.put(jf, f"{REMOTE_DIR}/{name}")
+            res = session.run(target.python, f"{REMOTE_DIR}/remote_runner.py", f"{REMOTE_DIR}/{name}", check=True,
+                              timeout=timeout)
+            try:
+                return json.loads(res.stdout.strip().splitlines()[-1])
+            except (json.JSONDecodeError, IndexError):
+                raise DeviceError(f"{target.dest}: the runner failed: "
+                                  f"{(res.stderr.strip().splitlines() or ['?'])[-1][:200]}") from None
+
+        got = remote_job({"action": "sha256", "files": list(expected)}, "sha256.json", timeout=600)
+        for (m, dest) in remote_models:
+            if got.get(dest) != expected[dest]:
+                raise DeviceError(f"{m}: the copy on {target.dest} has sha256 {str(got.get(dest))[:12]}..., not "
+                                  f"{expected[dest][:12]}...: the transfer was truncated or damaged (is the board's "
+                                  f"disk full?); run again")
+
+        job = {"cases": [{"model": dest, "local": m, "threads": t, "delegate": d}
+                         for m, dest in remote_models for d in delegates for t in threads if d != "gpu"],
+               "runs": runs, "rounds": rounds, "warmup": warmup,
+               "litert_requirement": runtime_requirements()[0]}
+        photos, inputs = ([], {})
+        if verify:
+            photos, inputs = verification_inputs(models, verify_images)
+            items, sent = {}, {}
+            for i, (m, dest) in enumerate(remote_models):
+                key = id(inputs[m])
+                if key not in sent:
+                    f = workdir / f"inputs_{len(sent):02d}.npy"
+                    np.save(f, inputs[m])
+                    sent[key] = f"{REMOTE_DIR}/{f.name}"
+                    session.put(f, sent[key])
+                items[dest] = {"inputs": sent[key], "output": f"{REMOTE_DIR}/out_{i:02d}.npy"}
+            job["verify"] = {"threads": threads[0], "delegate": "xnnpack", "items": items}
+        doc = remote_job(job, "job.json")
         if "error" in doc:
             raise DeviceError(f"{target.dest}: {doc['error']}")
+        missing = doc.get("missing") or {}
+        if missing and not any(rec.get("status", "ok") == "ok" for rec in doc["results"]):
+            raise DeviceError(f"{target.dest}: missing on the board: " + "; ".join(
+                f"{k} (install: {v})" for k, v in missing.items()) + "; or pass --setup to install the runtime "
+                f"into a venv on the board ({BOARD_VENV})")
+        env = doc["environment"]
         records = []
         for rec in doc["results"]:
             local = Path(rec["local"])
-            records.append({"model": str(local), "name": local.name, "runtime": "litert" if local.suffix == ".tflite"
-                            else "executorch", "delegate": rec["delegate"], "threads": rec["threads"], "status": "ok",
-                            "size_bytes": local.stat().st_size, "load_ms": rec["load_ms"], "first_ms": rec["first_ms"],
+            base = {"model": str(local), "name": local.name, "runtime": "litert" if local.suffix == ".tflite"
+                    else "executorch", "delegate": rec["delegate"], "threads": rec["threads"],
+                    "size_bytes": local.stat().st_size, "emulated": bool(env.get("emulated"))}
+            if rec.get("status") == "unavailable":
+                reason = f"not usable on the board (install: {rec['missing']})"
+                if base["runtime"] == "executorch" and env.get("machine") in ("aarch64", "arm64"):
+                    reason += "; " + EXECUTORCH_ON_ARM
+                records.append({**base, "status": "unavailable", "reason": reason})
+                continue
+            records.append({**base, "status": "ok", "load_ms": rec["load_ms"], "first_ms": rec["first_ms"],
                             "latency_ms": summarize(rec["times_ms"]), "times_ms": rec["times_ms"]})
         for d in delegates:
             if d == "gpu":
                 records += [{"model": m, "name": Path(m).name, "runtime": "litert", "delegate": "gpu", "threads": t,
                              "status": "unavailable", "reason": "GPU delegate runs are not driven over SSH"}
                             for m in models for t in threads]
-        return {"device": spec, "environment": doc["environment"], "results": records}
+        verification = []
+        if verify:
+            from tqdm import tqdm
+
+            for m, dest in tqdm(remote_models, desc="verify (local reference)", disable=not progress):
+                if dest not in (doc.get("verified") or {}):
+                    verification.append({"model": m, "status": "unavailable",
+                                         "reason": "the board could not run it (see its row)"})
+                    continue
+                out = workdir / f"out_{Path(dest).stem}.npy"
+                session.get(doc["verified"][dest]["output"], out)
+                remote_raw = np.load(out)
+                from edge.quiet import captured_fds
+
+                with captured_fds():  # LiteRT's native INFO line would break the progress bar
+                    local_raw, local_logits, quant = remote_runner.classify(m, inputs[m], threads[0], "xnnpack")
+                v = compare_outputs(remote_raw, local_raw, local_logits, quant, m)
+                v.update({"status": "ok", "threads": threads[0], "photos": "edge/assets/validation",
+                          "first_photo": photos[0].name if photos else None,
+                          "remote_seconds": round(doc["verified"][dest]["seconds"], 1)})
+                verification.append(v)
+            env["verification"] = verification
+        return {"device": spec, "environment": env, "results": records, "verification": verification}
     finally:
         session.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def verification_markdown(result: dict) -> list[str]:
+    """Per remote device: what the board is, and its outputs against this machine's on the same photos."""
+    lines = []
+    for spec, env in (result.get("devices") or {}).items():
+        if spec == "local" or not isinstance(env, dict):
+            continue
+        if "android" in env:
+            a = env["android"]
+            desc = (f"`{spec}`: {a.get('model')} ({a.get('soc')}, {a.get('abi')}), Android {a.get('android')}"
+                    + (f", governor {a['cpu_governor']}" if a.get("cpu_governor") else ""))
+        else:
+            isa = (env.get("isa") or {}).get("class")
+            desc = (f"`{spec}`: {env.get('cpu')} x{env.get('cores')}"
+                    + (f" ({isa})" if isa else "") + f", {env.get('os')}, Python {env.get('versions', {}).get('python')}, "
+                    + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if k != "python")
+                    + (f", governor {env['cpu_governor']}" if env.get("cpu_governor") else ""))
+        lines += ["", f"Device {desc}."]
+        if env.get("emulated"):
+            lines.append(f"**EMULATED** ({env.get('emulation')}; QEMU_CPU={env.get('qemu_cpu')}): its latencies "
+                         "are functional checks, not this board class's speed.")
+        ver = env.get("verification") or []
+        if ver:
+            lines += ["", f"Outputs on `{spec}` against this machine (same artifact, same photos):", "",
+                      "| model | photos | bit-identical | max abs diff | max diff (quant. steps) | top-1 agreement |",
+                      "|---|---|---|---|---|---|"]
+            for v in ver:
+                if v.get("status") != "ok":
+                    lines.append(f"| {Path(v['model']).name} | | {v.get('status')}: {v.get('reason', '')} | | | |")
+                    continue
+                steps = v.get("max_abs_diff_quantized_steps")
+                lines.append(f"| {Path(v['model']).name} | {v['images']} | {'yes' if v['bit_identical'] else 'no'} | "
+                             f"{v['max_abs_diff']:.3g} | {'' if steps is None else steps} | "
+                             f"{100 * v['top1_agreement']:.1f}% |")
+    return lines
 
 
 # ----------------------------------------------------------------------------- adb (Android)
@@ -222,6 +439,11 @@ class ADB:
         if r.returncode:
             raise DeviceError(f"adb push {local.name} failed: {(r.stderr or r.stdout).strip()[:200]}")
 
+    def pull(self, remote: str, local: Path) -> None:
+        r = subprocess.run(self._base() + ["pull", remote, str(local)], capture_output=True, text=True, timeout=600)
+        if r.returncode:
+            raise DeviceError(f"adb pull {remote} failed: {(r.stderr or r.stdout).strip()[:200]}")
+
     def info(self) -> dict:
         def prop(name):
             try:
@@ -246,8 +468,62 @@ class ADB:
         return int(m.group(1)) / 10 if m else None
 
 
+def verify_adb(dev: "ADB", tool: str, pushed_models: list[tuple[str, str]], threads: int, images: int,
+               progress: bool = False) -> list[dict]:
+    """``--verify`` on a phone: each photo through LiteRT's ``benchmark_model`` there, outputs compared here.
+
+    ``benchmark_model`` reads an input tensor from a raw file (``--input_layer_value_files``) and writes the
+    output tensors' raw bytes after its runs (``--output_filepath``; both in LiteRT's
+    tools/benchmark/benchmark_tflite_model.cc). The same input bytes go through the same artifact here with
+    :func:`benchmarks.remote_runner.classify`.
+    """
+    import benchmarks.remote_runner as rr
+    from edge.quiet import captured_fds
+    from tqdm import tqdm
+
+    tfl = [(m, dest) for m, dest in pushed_models if m.endswith(".tflite")]
+    out = [{"model": m, "status": "unavailable", "reason": "verification over adb runs .tflite artifacts through "
+            "benchmark_model; a .pte is timed only"} for m, dest in pushed_models if not m.endswith(".tflite")]
+    if not tfl:
+        return out
+    photos, inputs = verification_inputs([m for m, _ in tfl], images)
+    work = Path(tempfile.mkdtemp(prefix="nasnet-adb-verify-"))
+    try:
+        for m, dest in tfl:
+            with captured_fds():
+                it = rr.open_litert(m, threads, "xnnpack")
+                local_raw, local_logits, quant = rr.classify(m, inputs[m], threads, "xnnpack")
+            d_in = it.get_input_details()[0]
+            name = d_in["name"].replace(":", "::")  # benchmark_model's escape for ':' in a layer name
+            shape = ",".join(str(int(v)) for v in d_in["shape"])
+            remote = []
+            for x in tqdm(inputs[m], desc=f"verify {Path(m).name} on the phone", disable=not progress):
+                f = work / "in.bin"
+                f.write_bytes(rr.quantize_input(x[None], d_in).tobytes())
+                dev.push(f, f"{ANDROID_DIR}/verify_in.bin")
+                dev.shell(tool, f"--graph={dest}", f"--num_threads={threads}", "--num_runs=1", "--warmup_runs=0",
+                          "--min_secs=0", "--warmup_min_secs=0", "--use_xnnpack=true", f"--input_layer={name}",
+                          f"--input_layer_shape={shape}",
+                          f"--input_layer_value_files={name}:{ANDROID_DIR}/verify_in.bin",
+                          f"--output_filepath={ANDROID_DIR}/verify_out.bin")
+                dev.pull(f"{ANDROID_DIR}/verify_out.bin", work / "out.bin")
+                y = np.frombuffer((work / "out.bin").read_bytes(), dtype=local_raw.dtype)
+                if y.size != local_raw.shape[1]:
+                    raise DeviceError(f"{Path(m).name}: benchmark_model wrote {y.size} outputs, expected "
+                                      f"{local_raw.shape[1]}: is it a LiteRT benchmark_model with --output_filepath?")
+                remote.append(y.copy())
+            v = compare_outputs(np.stack(remote), local_raw, local_logits, quant, m)
+            v.update({"status": "ok", "threads": threads, "photos": "edge/assets/validation",
+                      "first_photo": photos[0].name if photos else None})
+            out.append(v)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
 def run_adb(spec: str, models: list[str], threads: list[int], delegates: list[str], runs: int, warmup: int,
-            litert_tool: str | None, executorch_tool: str | None, adb: str = "adb") -> dict:
+            litert_tool: str | None, executorch_tool: str | None, adb: str = "adb", verify: bool = True,
+            verify_images: int = 50, progress: bool = False) -> dict:
     serial = spec.split(":", 1)[1] if ":" in spec else None
     dev = ADB(serial, adb)
     dev.check_device()
@@ -302,4 +578,10 @@ def run_adb(spec: str, models: list[str], threads: list[int], delegates: list[st
     info.update({"battery_temp_before_c": temp_before, "battery_temp_after_c": temp_after,
                  "thermal_warning": bool(temp_before is not None and temp_after is not None
                                          and temp_after - temp_before >= 5)})
-    return {"device": spec, "environment": {"android": info}, "results": records}
+    env = {"android": info}
+    if verify:
+        pushed_models = [(m, f"{ANDROID_DIR}/{i:02d}{Path(m).suffix}") for i, m in enumerate(models)]
+        if ".tflite" in pushed:
+            env["verification"] = verify_adb(dev, pushed[".tflite"], pushed_models, threads[0], verify_images,
+                                             progress)
+    return {"device": spec, "environment": env, "results": records, "verification": env.get("verification", [])}

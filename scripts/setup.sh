@@ -10,6 +10,9 @@ need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server openssh-client)
 command -v kotlinc >/dev/null 2>&1 || need+=(kotlin)
 [ -f /usr/share/java/junit4.jar ] || need+=(junit4)
+# qemu-user-static + binfmt-support + debootstrap: the emulated aarch64 board (benchmarks.board, docs/boards.md)
+[ -x /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static binfmt-support)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
