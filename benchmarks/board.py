@@ -192,7 +192,7 @@ class Board:
         t0 = time.time()
         with open(logf, "w") as lf:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-            bar = tqdm(desc=what, unit=" steps", disable=not progress, leave=True)
+            bar = tqdm(desc=what, unit=" steps", disable=not progress, leave=True, mininterval=2)
             for line in proc.stdout:
                 lf.write(line)
                 bar.update(1)

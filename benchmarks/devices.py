@@ -286,6 +286,9 @@ def run_ssh(spec: str, models: list[str], threads: list[int], delegates: list[st
             base = {"model": str(local), "name": local.name, "runtime": "litert" if local.suffix == ".tflite"
                     else "executorch", "delegate": rec["delegate"], "threads": rec["threads"],
                     "size_bytes": local.stat().st_size, "emulated": bool(env.get("emulated"))}
+            if rec.get("status") == "error":
+                records.append({**base, "status": "error", "reason": rec.get("reason", "the runner failed")})
+                continue
             if rec.get("status") == "unavailable":
                 reason = f"not usable on the board (install: {rec['missing']})"
                 if base["runtime"] == "executorch" and env.get("machine") in ("aarch64", "arm64"):

@@ -51,7 +51,8 @@ def load(case):
         from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
 
-        portable_lib._unsafe_reset_threadpool(threads)
+        if portable_lib._threadpool_get_thread_count() != threads:  # a reset frees the pool in use
+            portable_lib._unsafe_reset_threadpool(threads)
         method = Runtime.get().load_program(path).load_method("forward")
         shape = case.get("input_shape") or [1, 3, 224, 224]
         x = torch.zeros(*shape)
@@ -97,7 +98,8 @@ def classify(path, images, threads=1, delegate="xnnpack"):
         from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
 
-        portable_lib._unsafe_reset_threadpool(threads)
+        if portable_lib._threadpool_get_thread_count() != threads:  # a reset frees the pool in use
+            portable_lib._unsafe_reset_threadpool(threads)
         method = Runtime.get().load_program(path).load_method("forward")
         for sample in np.asarray(images, dtype=np.float32):
             t = torch.from_numpy(np.ascontiguousarray(sample.transpose(2, 0, 1)[None]))
@@ -247,21 +249,8 @@ def sha256_of(path):
     return h.hexdigest()
 
 
-def main():
-    job = json.load(open(sys.argv[1]))
-    if job.get("action") == "sha256":
-        print(json.dumps({p: sha256_of(p) for p in job["files"]}))
-        return 0
-    cases = job["cases"]
-    missing = missing_runtimes(cases, job.get("litert_requirement", "ai-edge-litert"))
-    if "numpy" in missing:  # nothing runs without it: name everything that is missing at once
-        print(json.dumps({"error": "missing on the board: " + "; ".join(f"{k} (install: {v})" for k, v in
-                                                                         missing.items())
-                          + "; or pass --setup to install them into a venv on the board", "missing": missing}))
-        return 3
-    runtime = {".tflite": "litert", ".pte": "executorch"}
-    unavailable = [c for c in cases if runtime[os.path.splitext(c["model"])[1]] in missing]
-    cases = [c for c in cases if c not in unavailable]
+def time_cases(cases, job):
+    """Load each case, first run and warm-up, then timed runs interleaved in rotating rounds."""
     runs, rounds, warmup = job["runs"], job["rounds"], job["warmup"]
     loaded = []
     for c in cases:
@@ -282,6 +271,49 @@ def main():
                 t = time.perf_counter()
                 run()
                 rec["times_ms"].append((time.perf_counter() - t) * 1000)
+    return [dict(c, **rec) for c, _, rec in loaded]
+
+
+def main():
+    job = json.load(open(sys.argv[1]))
+    if job.get("action") == "sha256":
+        print(json.dumps({p: sha256_of(p) for p in job["files"]}))
+        return 0
+    cases = job["cases"]
+    missing = missing_runtimes(cases, job.get("litert_requirement", "ai-edge-litert"))
+    if "numpy" in missing:  # nothing runs without it: name everything that is missing at once
+        print(json.dumps({"error": "missing on the board: " + "; ".join(f"{k} (install: {v})" for k, v in
+                                                                         missing.items())
+                          + "; or pass --setup to install them into a venv on the board", "missing": missing}))
+        return 3
+    runtime = {".tflite": "litert", ".pte": "executorch"}
+    unavailable = [c for c in cases if runtime[os.path.splitext(c["model"])[1]] in missing]
+    cases = [c for c in cases if c not in unavailable]
+    pte_threads = sorted({c["threads"] for c in cases if c["model"].endswith(".pte")})
+    if len(pte_threads) > 1:
+        # ExecuTorch keeps one XNNPACK thread pool per process, and _unsafe_reset_threadpool frees the pool
+        # that every method loaded before still runs on (a use-after-free: docs/benchmarking.md). So each
+        # thread count of .pte cases is timed in its own child process; LiteRT cases stay here.
+        results = time_cases([c for c in cases if not c["model"].endswith(".pte")], job)
+        for t in pte_threads:
+            sub = dict(job, cases=[c for c in cases if c["model"].endswith(".pte") and c["threads"] == t],
+                       verify=None, action="time")
+            path = sys.argv[1] + f".threads{t}.json"
+            with open(path, "w") as f:
+                json.dump(sub, f)
+            import subprocess
+
+            r = subprocess.run([sys.executable, os.path.abspath(__file__), path], capture_output=True, text=True)
+            try:
+                results += json.loads(r.stdout.strip().splitlines()[-1])["results"]
+            except (ValueError, IndexError, KeyError):
+                results += [dict(c, status="error", reason=f"runner for {t} thread(s) exited {r.returncode}: "
+                                 + ((r.stderr.strip().splitlines() or ["?"])[-1])[:200]) for c in sub["cases"]]
+    else:
+        results = time_cases(cases, job)
+    if job.get("action") == "time":  # a child of the above: its records only
+        print(json.dumps({"results": results}))
+        return 0
     verified = {}
     if job.get("verify"):
         import numpy as np
@@ -294,7 +326,6 @@ def main():
             raw, _, _ = classify(model, np.load(item["inputs"]), v["threads"], v.get("delegate", "xnnpack"))
             np.save(item["output"], raw)
             verified[model] = {"seconds": time.perf_counter() - t, "output": item["output"]}
-    results = [dict(c, **rec) for c, _, rec in loaded]
     results += [dict(c, status="unavailable", missing=missing[runtime[os.path.splitext(c["model"])[1]]])
                 for c in unavailable]
     print(json.dumps({"environment": environment(), "results": results, "verified": verified,

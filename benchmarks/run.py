@@ -11,6 +11,13 @@ lavapipe: "functional check, not a GPU timing"). Weights on ``gpu``: PyTorch on 
 are interleaved in rounds across cases so that machine drift hits all alike; ratios between cases come
 with a bootstrap noise interval. ``--output DIR`` writes ``results.json``, ``results.md`` and
 ``latency.png``. Ctrl-C writes what was finished.
+
+Each local case runs in its own worker process (``benchmarks/case_worker.py``), kept alive across the rounds
+and told by this process when to run, one at a time: a case whose runtime crashes or hangs is recorded as an
+``error`` with the signal or the timeout (``--case-timeout``) and the others are still measured; its memory
+figures are its own. Every result carries the CPU's ISA features (``benchmarks/isa.py``) and a
+recommendation: the fastest measured artifact of each network whose top-1 loss against the fp32 reference
+(from its manifest's validation report) is within ``--accuracy-budget`` points. docs/benchmarking.md.
 """
 
 from __future__ import annotations
@@ -34,6 +41,14 @@ from edge.errors import UsageError
 log = logging.getLogger(__name__)
 
 SCHEMA = "nasnet-edge-benchmark/1"
+# A worker that does not answer one request (start-up and load with the first run, or one round of timed runs)
+# within this many seconds is killed and its case recorded as timed out. The slowest honest request seen:
+# LiteRT's GPU accelerator compiling NASNet-Mobile's shaders on lavapipe, about 85 s (edge/gpu.py).
+DEFAULT_CASE_TIMEOUT_S = 600.0
+DEFAULT_ACCURACY_BUDGET = 1.0  # top-1 points
+# A lower precision counts as faster only when it takes at most this fraction of its fp32 counterpart's median:
+# smaller gains are within the drift of a shared machine and do not pay for the accuracy it costs.
+SPEED_WORTH = 0.90
 
 
 @dataclass
@@ -62,21 +77,8 @@ class Case:
         return f"{Path(self.model).name} [{self.runtime}/{self.delegate_label}/{self.threads}t]"
 
 
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (all cases loaded until now share one process)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# what a case's worker does (and what this module did in-process before the workers): kept importable here
+from benchmarks.case_worker import peak_rss_mb, rss_mb, time_once  # noqa: E402,F401
 
 
 def runtime_of(model: str, runtime: str | None = None) -> str:
@@ -100,8 +102,10 @@ def environment() -> dict:
                 break
     except OSError:
         pass
+    from benchmarks.isa import cpu_features
+
     return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
-            "machine": platform.machine(),
+            "machine": platform.machine(), "isa": cpu_features(),
             "versions": tool_versions("ai-edge-litert", "executorch", "torch", "tensorflow-cpu", "numpy",
                                       "nasnet-edge")}
 
@@ -124,90 +128,120 @@ def unavailable_reason(runtime: str, delegate: str) -> str | None:
 
 
 def make_runner(case: Case):
-    from edge.runtime import open_model
+    """The case's runner in this process (what its worker does; kept for callers outside the harness)."""
+    from benchmarks.case_worker import make_runner as make
 
-    if case.runtime == "torch":
-        import torch
-
-        from edge.runtime import TorchRunner
-
-        torch.set_num_threads(case.threads)
-        # on 'gpu' the model, every input and the read-back live on CUDA, synchronized (TorchRunner.predict)
-        return TorchRunner(case.model, threads=case.threads, device="cuda" if case.delegate == "gpu" else "cpu")
-    return open_model(case.model, threads=case.threads, delegate=case.delegate,
-                      gpu_precision=case.gpu_precision or "fp16")
+    return make(case.runtime, case.model, case.threads, case.delegate, case.gpu_precision)
 
 
-def time_once(runner, x) -> float:
-    t = time.perf_counter()
-    runner.predict(x)
-    return (time.perf_counter() - t) * 1000
+def _worker_spec(c: Case, image: str, warmup: int) -> dict:
+    model = c.model if c.model == "default" else str(Path(c.model).resolve())
+    return {"label": c.label, "model": model, "runtime": c.runtime, "delegate": c.delegate, "threads": c.threads,
+            "gpu_precision": c.gpu_precision, "image": image, "warmup": warmup}
 
 
 def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min_time: float,
-              progress: bool = True) -> None:
-    """Load every case, then time them interleaved. Each case gets ``image`` in its own preprocessing."""
+              progress: bool = True, case_timeout: float = DEFAULT_CASE_TIMEOUT_S) -> None:
+    """Load every case in its own worker process, then time them interleaved (module docstring).
+
+    Each round asks the live workers, in a shuffled order and one at a time, for ``runs // rounds`` timed
+    runs. A worker that dies (a signal, an exit) or does not answer within ``case_timeout`` seconds makes
+    its case an ``error`` with that reason; the others go on. Ctrl-C keeps what was finished.
+
+    Why not one process for all cases, as before: ExecuTorch sizes one thread pool per process and
+    ``_unsafe_reset_threadpool`` frees the pool that every method loaded before still runs on, so an
+    ExecuTorch case at 1 thread and one at 2 threads in one process are a use-after-free (the SIGSEGV of
+    issue 20; root cause and evidence in benchmarks/case_worker.py and docs/benchmarking.md). A worker holds
+    one case, sizes its pool once before loading its only method, and never resets it.
+    """
     from tqdm import tqdm
 
-    from edge.preprocessing import preprocess
+    from benchmarks.case_worker import CaseWorker, WorkerFailed
 
-    live = []
-    for c in cases:
-        reason = unavailable_reason(c.runtime, c.delegate)
-        if reason:
-            c.status, c.reason = "unavailable", reason
-            continue
-        before = rss_mb()
-        t = time.perf_counter()
-        try:
-            c.runner = make_runner(c)
-        except ValueError as e:
-            from edge.gpu import GpuUnavailable
+    image = str(Path(image).resolve())
+    workers: dict[int, CaseWorker] = {}
+    live: list[Case] = []
+    loaded: set[int] = set()
+    bar = None
 
-            c.status, c.reason = ("unavailable" if isinstance(e, GpuUnavailable) else "error"), str(e)
-            continue
-        c.load_ms = (time.perf_counter() - t) * 1000
-        c.x = preprocess(image, c.runner.preprocessing)[None]
-        c.first_ms = time_once(c.runner, c.x)  # on a GPU: shader compilation included, kept apart
-        if hasattr(c.runner, "adapter"):  # LiteRT GPU
-            d = c.runner.describe()
-            c.meta.update({"label": d["label"], "adapter": d["adapter"], "fully_accelerated": d["fully_accelerated"],
-                           "gpu_not_supported": d["not_supported"]})
-        c.rss_mb = rss_mb() - before
-        c.meta["process_peak_rss_mb"] = peak_rss_mb()
-        for _ in range(warmup):
-            time_once(c.runner, c.x)
-        live.append(c)
-    per_round = max(1, runs // rounds)
-    rng = random.Random(0)
-    total = per_round * rounds * len(live)
-    bar = tqdm(total=total, desc="timing", unit="run", disable=not progress)
-    t0 = time.perf_counter()
-    r = 0
+    def drop(c: Case, status: str, reason: str, log_tail: str = "", tb: str | None = None) -> None:
+        if log_tail or tb:  # a crash, a hang or a bug, not a bad file: say so now, not only in the table
+            log.warning("%s: %s", c.label, reason)
+        c.status, c.reason = status, reason
+        if log_tail:
+            c.meta["worker_log"] = log_tail
+        if tb:
+            c.meta["traceback"] = tb
+        if c.times:
+            c.meta["completed_runs"] = len(c.times)
+        if c in live:
+            live.remove(c)
+        w = workers.pop(id(c), None)
+        if w is not None:
+            w.close()
+
     try:
-        while r < rounds or (min_time and time.perf_counter() - t0 < min_time):
+        for c in cases:
+            reason = unavailable_reason(c.runtime, c.delegate)
+            if reason:
+                c.status, c.reason = "unavailable", reason
+                continue
+            try:
+                w = CaseWorker(c.label)
+                workers[id(c)] = w
+                reply = w.call(("load", _worker_spec(c, image, warmup)), case_timeout, "while loading the model")
+            except WorkerFailed as e:
+                drop(c, "error", e.reason, e.log)
+                continue
+            if reply[0] != "ok":  # a bad file, no GPU adapter, a runtime this Python lacks: as before, its reason
+                drop(c, reply[0], reply[1], tb=reply[2])
+                continue
+            info = reply[1]
+            c.load_ms, c.first_ms, c.rss_mb = info["load_ms"], info["first_ms"], info["rss_growth_mb"]
+            c.meta.update(info["meta"])
+            c.meta.update({k: info[k] for k in ("process_peak_rss_mb", "worker_base_rss_mb", "worker_imports")})
+            c.meta["worker_pid"] = info["pid"]
+            loaded.add(id(c))
+            live.append(c)
+        per_round = max(1, runs // rounds)
+        rng = random.Random(0)
+        bar = tqdm(total=per_round * rounds * len(live), desc="timing", unit="run", disable=not progress)
+        t0 = time.perf_counter()
+        r = 0
+        while live and (r < rounds or (min_time and time.perf_counter() - t0 < min_time)):
             order = live[:]
             rng.shuffle(order)  # interleave: no case always runs first after a pause
             for c in order:
-                if c.runtime == "torch":
-                    import torch
-
-                    torch.set_num_threads(c.threads)
-                if c.runtime == "executorch":
-                    from edge.quiet import quiet_executorch_import
-
-                    with quiet_executorch_import():
-                        from executorch.extension.pybindings import portable_lib
-                    if portable_lib._threadpool_get_thread_count() != c.threads:
-                        portable_lib._unsafe_reset_threadpool(c.threads)
-                for _ in range(per_round):
-                    c.times.append(time_once(c.runner, c.x))
-                    bar.update(1)
+                try:
+                    reply = workers[id(c)].call(("run", per_round), case_timeout, f"during timed runs (round {r + 1})")
+                except WorkerFailed as e:
+                    drop(c, "error", e.reason, e.log)
+                    continue
+                if reply[0] != "ok":
+                    drop(c, "error", reply[1], tb=reply[2])
+                    continue
+                c.times.extend(reply[1])
+                bar.update(per_round)
             r += 1
+        for c in live:  # peak memory over the timed runs too: the worker's own high-water mark
+            try:
+                reply = workers[id(c)].call(("memory",), 30, "reading its memory")
+                if reply[0] == "ok":
+                    c.meta["process_peak_rss_mb"] = reply[1]["process_peak_rss_mb"]
+            except WorkerFailed:
+                pass  # its times are complete; the peak measured after loading stands
     except KeyboardInterrupt:
         log.warning("interrupted: writing the runs finished so far")
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
+        for w in workers.values():
+            w.close()
+    for c in cases:
+        if c.status == "ok" and id(c) not in loaded:
+            c.status, c.reason = "error", "interrupted before it was loaded"
+        elif c.status == "ok" and not c.times:
+            c.status, c.reason = "error", "interrupted before any timed run"
 
 
 def case_record(c: Case) -> dict:
@@ -228,16 +262,40 @@ def case_record(c: Case) -> dict:
             d = m.get("delegation") or {}
             rec["partitions"] = d.get("partitions")
             rec["fallback_ops"] = d.get("fallback_ops", d.get("outside_ops"))
+            rec.update(manifest_accuracy(m))
     if "fully_accelerated" in c.meta:  # a GPU row: the manifest's partitions are XNNPACK's, not the GPU's
         rec["partitions"] = None
         rec["fallback_ops"] = 0 if c.meta["fully_accelerated"] else "some (not fully accelerated)"
+    if "executorch_pool_threads" in c.meta:
+        rec["executorch_pool_threads"] = c.meta["executorch_pool_threads"]
     if c.status != "ok":
         rec["reason"] = c.reason
+        for k in ("completed_runs", "worker_log", "traceback"):
+            if k in c.meta:
+                rec[k] = c.meta[k]
         return rec
+    peak, base = c.meta.get("process_peak_rss_mb", 0.0), c.meta.get("worker_base_rss_mb")
     rec.update({"load_ms": c.load_ms, "first_ms": c.first_ms, "rss_growth_mb": round(c.rss_mb, 1),
-                "process_peak_rss_mb": round(c.meta.get("process_peak_rss_mb", 0.0), 1),
+                "process_peak_rss_mb": round(peak, 1),
                 "latency_ms": summarize(c.times) if c.times else None, "times_ms": [round(t, 4) for t in c.times]})
+    if base is not None:  # the worker holds this case only: its peak is this model's, runtime and Python included
+        rec.update({"memory_scope": "worker process of this case", "worker_base_rss_mb": round(base, 1),
+                    "peak_growth_mb": round(max(0.0, peak - base), 1),
+                    "worker_imports": c.meta.get("worker_imports", []), "worker_pid": c.meta.get("worker_pid")})
     return rec
+
+
+def manifest_accuracy(m: dict) -> dict:
+    """What the recommendation needs from an artifact's manifest: which network it is (``model`` and the source
+    weights' sha256, else their path) and its validation report's top-1 agreement with the fp32 reference."""
+    src = m.get("source") or {}
+    ident = src.get("sha256") or src.get("path") or src.get("kind")
+    out = {"network": f"{m['model']}@{str(ident)[:12]}" if m.get("model") and ident else m.get("model")}
+    v = m.get("validation") or {}
+    if isinstance(v.get("top1_agreement"), (int, float)):
+        out.update({"top1_agreement": float(v["top1_agreement"]), "validation_images": v.get("images"),
+                    "validation_reference": v.get("reference")})
+    return out
 
 
 def write_outputs(result: dict, out: Path) -> None:
@@ -257,25 +315,27 @@ def markdown(result: dict) -> str:
     env = result["environment"]
     lines = [f"# Benchmark: {result['name']}", "",
              f"{env['cpu']}, {env['cores']} cores, {env['os']}; {result['created']}",
+             *isa_lines(result),
              f"Command: `{result['command']}`", "",
-             "| device | model | runtime | delegate | threads | median ms | p90 | p99 | min | load ms | first ms | partitions | fallback ops | size MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| device | model | runtime | delegate | threads | median ms | p90 | p99 | min | load ms | first ms | partitions | fallback ops | size MB | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["results"]:
         size = f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") else ""
         dev = r.get("device", "local")
         if r["status"] != "ok":
             lines.append(f"| {dev} | {r['name']} | {r['runtime']} | {delegate_label(r)} | {r['threads']} | "
                          f"{r['status']}: "
-                         f"{r.get('reason', '')} | | | | | | | | {size} |")
+                         f"{' '.join(str(r.get('reason', '')).split())} | | | | | | | | {size} | |")
             continue
         l = r["latency_ms"]
+        peak = f"{r['process_peak_rss_mb']:.0f}" if r.get("process_peak_rss_mb") else ""
 
         def f(k):
             return f"{l[k]:.2f}" if k in l else ""
         lines.append(f"| {dev} | {r['name']} | {r['runtime']} | {delegate_label(r)} | {r['threads']} | {f('median')} | "
                      f"{f('p90')} | {f('p99')} | {f('min')} | {r.get('load_ms', 0):.0f} | {r.get('first_ms', 0):.0f} | "
                      f"{r.get('partitions') if r.get('partitions') is not None else ''} | "
-                     f"{r.get('fallback_ops') if r.get('fallback_ops') is not None else ''} | {size} |")
+                     f"{r.get('fallback_ops') if r.get('fallback_ops') is not None else ''} | {size} | {peak} |")
     gpu_labels = sorted({r["label"] for r in result["results"] if r.get("label")})
     if gpu_labels:
         lines += ["", "GPU rows: " + "; ".join(gpu_labels) + ". First ms: the first run, shader compilation "
@@ -285,6 +345,16 @@ def markdown(result: dict) -> str:
                   "| case | baseline | ratio | 95% interval |", "|---|---|---|---|"]
         for q in result["ratios"]:
             lines.append(f"| {q['case']} | {q['baseline']} | {q['ratio']:.3f} | {q['ci95'][0]:.3f} - {q['ci95'][1]:.3f} |")
+    rec = result.get("recommendation") or {}
+    if rec.get("items"):
+        lines += ["", f"Recommendation (accuracy budget {rec['accuracy_budget_points']:.2f} top-1 points; "
+                  f"{rec['basis']}):", ""]
+        lines += [f"- {item['line']}" for item in rec["items"]]
+    if any(r.get("memory_scope") for r in result["results"]):
+        lines += ["", "Peak MB: the case's own worker process (Python, its runtime and this one model), VmHWM."]
+    from benchmarks.devices import verification_markdown
+
+    lines += verification_markdown(result)  # remote devices: what they are, outputs against this machine
     return "\n".join(lines) + "\n"
 
 
@@ -330,6 +400,122 @@ def ratios(records: list[dict], baseline: str | None) -> list[dict]:
     return out
 
 
+def isa_lines(result: dict) -> list[str]:
+    """The header line(s) naming each device's ISA class and features (older results have none)."""
+    out = []
+    envs = result.get("devices") or {"local": result.get("environment") or {}}
+    for name, env in envs.items():
+        isa = env.get("isa") if isinstance(env, dict) else None
+        if isa and isa.get("class"):
+            where = "" if name == "local" else f" ({name})"
+            out.append(f"CPU ISA{where}: {isa['class']} ({', '.join(isa.get('features') or []) or 'no features read'})")
+    return out
+
+
+RECOMMENDATION_BASIS = ("loss = top-1 disagreement with the fp32 reference network on the manifest's validation "
+                        "photos, an upper bound of the top-1 accuracy points lost")
+
+
+def accuracy_loss_points(r: dict) -> float | None:
+    """Top-1 points an artifact may lose against its fp32 reference network: 100 x (1 - ``top1_agreement``) of
+    its manifest's validation report (agreement on the held-out validation photos; a disagreement bounds the
+    accuracy change). None when the manifest has no such figure."""
+    a = r.get("top1_agreement")
+    return None if a is None else round(100.0 * (1.0 - float(a)), 2)
+
+
+def _threads_text(n: int) -> str:
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
+def recommend(records: list[dict], budget: float, envs: dict | None = None) -> list[dict]:
+    """Per (device, threads, network): the fastest measured CPU artifact whose top-1 loss against the fp32
+    reference (:func:`accuracy_loss_points`) is within ``budget`` points, with the line the harness prints.
+
+    The network is the manifest's ``model`` plus its source weights (``network`` in the record); GPU rows are
+    another target and are left out. "x of fp32" is the median latency against the fastest fp32 artifact of the
+    same network and thread count, in the same format when there is one. Artifacts whose manifest has no
+    accuracy figure are never guessed at: the line names them.
+    """
+    envs = envs or {}
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("status") != "ok" or not r.get("latency_ms") or r.get("delegate") == "gpu" or not r.get("network"):
+            continue
+        groups.setdefault((r.get("device", "local"), r["threads"], r["network"]), []).append(r)
+    nets = {k[2] for k in groups}
+    items = []
+    for (device, threads, network), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+        env = envs.get(device) or {}
+        isa = (env.get("isa") or {}).get("class") or env.get("machine") or "this machine"
+        where = f"{isa}" + ("" if device == "local" else f" ({device})")
+        head = f"recommendation for {where}, {_threads_text(threads)}"
+        if len(nets) > 1:
+            head += f" [{network.split('@')[0]}]"
+
+        def med(r):
+            return r["latency_ms"]["median"]
+
+        def fp32_for(r):
+            same = [x for x in rows if x.get("precision") == "fp32" and x.get("format") == r.get("format")]
+            anyf = [x for x in rows if x.get("precision") == "fp32"]
+            return min(same or anyf, key=med) if (same or anyf) else None
+
+        unknown = sorted({r["name"] for r in rows if accuracy_loss_points(r) is None})
+        within = [r for r in rows if accuracy_loss_points(r) is not None and accuracy_loss_points(r) <= budget + 1e-9]
+        item = {"device": device, "threads": threads, "network": network, "isa_class": isa,
+                "accuracy_budget_points": budget, "no_accuracy_figures": unknown}
+        note_unknown = (f"; no accuracy figures in the manifest of {', '.join(unknown)} (validation.top1_agreement): "
+                        "not considered" if unknown else "")
+        if not within:
+            over = [r for r in rows if accuracy_loss_points(r) is not None]
+            why = (f"every artifact with accuracy figures loses more than {budget:g} points "
+                   f"(best: {min(accuracy_loss_points(r) for r in over):.1f})" if over
+                   else "no measured artifact's manifest has accuracy figures (validation.top1_agreement)")
+            item.update({"choice": None, "line": f"{head}: none within the {budget:g}-point budget: {why}"
+                         + (note_unknown if over else "")})
+            items.append(item)
+            continue
+        best = min(within, key=med)
+        base = fp32_for(best)
+        loss = accuracy_loss_points(best)
+        prec = best.get("precision") or "?"
+        parts = [prec, f"{med(best):.1f} ms"]
+        ratio = med(best) / med(base) if base is not None and base is not best else None
+        if ratio is not None:  # against the fp32 artifact of another format: name it
+            parts.append(f"{ratio:.2f}x of fp32" + ("" if base.get("format") == best.get("format")
+                                                   else f" {base['name']}"))
+        size = (base["size_bytes"] / best["size_bytes"] if base is not None and base is not best
+                and base.get("size_bytes") and best.get("size_bytes") else None)
+        line = f"{head}: {best['name']} ({', '.join(parts)}; " + (f"-{loss:.1f} points)" if loss else "no top-1 loss)")
+        tail = ""
+        if ratio is not None and ratio > SPEED_WORTH:
+            tail = (f" — on this ISA {prec} buys size ({size:.1f}x smaller), not speed" if size and size > 1.05
+                    else f" — on this ISA {prec} is not faster than fp32")
+        elif ratio is not None:
+            tail = (f" — {prec} is {1 / ratio:.2f}x faster than fp32 here"
+                    + (f" and {size:.1f}x smaller" if size else ""))
+        elif prec == "fp32":  # a lower precision within budget lost on speed, or one over budget: say which
+            lower = [r for r in rows if r.get("precision") not in (None, "fp32") and r is not best]
+            fast_enough = [r for r in lower if r in within]
+            if fast_enough:
+                r = min(fast_enough, key=med)
+                s = best["size_bytes"] / r["size_bytes"] if best.get("size_bytes") and r.get("size_bytes") else None
+                tail = (f" — {r['name']} ({r.get('precision')}) is within budget but "
+                        f"{med(r) / med(best):.2f}x of fp32: on this ISA {r.get('precision')} buys size"
+                        + (f" ({s:.1f}x smaller)" if s else "") + ", not speed")
+            elif lower:
+                r = min(lower, key=med)
+                if accuracy_loss_points(r) is not None:
+                    tail = (f" — {r['name']} ({r.get('precision')}, {med(r) / med(best):.2f}x of fp32) loses "
+                            f"{accuracy_loss_points(r):.1f} points, over the budget")
+        item.update({"choice": best["name"], "model": best["model"], "precision": prec, "median_ms": med(best),
+                     "accuracy_loss_points": loss, "fp32_baseline": base["name"] if base is not None else None,
+                     "vs_fp32": ratio, "size_ratio_vs_fp32": size, "line": line + tail + note_unknown})
+        items.append(item)
+    return items
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="*", help=".tflite, .pte, .pt/.h5 weights, or 'default'")
@@ -347,6 +533,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5, help="interleaving rounds the runs are split into")
     p.add_argument("--min-time", type=float, default=0.0, help="keep running rounds for at least S seconds")
     p.add_argument("--baseline", default=None, help="name (substring) of the case ratios are relative to")
+    p.add_argument("--accuracy-budget", type=float, default=DEFAULT_ACCURACY_BUDGET, metavar="POINTS",
+                   help="top-1 points the recommended artifact may lose against its fp32 reference (from the "
+                        f"manifests' validation reports; default {DEFAULT_ACCURACY_BUDGET:g})")
+    p.add_argument("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S, metavar="S",
+                   help="seconds a case's worker may take for its load or one round of runs before it is killed "
+                        f"and the case recorded as timed out (default {DEFAULT_CASE_TIMEOUT_S:g})")
     p.add_argument("--image", default=None, help="input image (default: a shipped sample)")
     p.add_argument("--name", default="local", help="name of this benchmark in the results")
     p.add_argument("--output", type=Path, default=None, help="folder for results.json, results.md, latency.png")
@@ -356,6 +548,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssh-key", default=None, help="private key for ssh:// devices")
     p.add_argument("--known-hosts", default=None, help="known_hosts file for ssh:// devices")
     p.add_argument("--remote-python", default="python3", help="Python on the board (ssh://)")
+    p.add_argument("--board", default=None, metavar="DIR",
+                   help="an emulated board made by `python -m benchmarks.board up --dir DIR`: adds it as an ssh:// "
+                        "device with its key, known_hosts and Python")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="remote devices: run shipped validation photos through each artifact there and here and "
+                        "compare the outputs (default on; --no-verify to time only)")
+    p.add_argument("--verify-images", type=int, default=50,
+                   help="how many shipped validation photos --verify uses (0: all 200; default 50)")
+    p.add_argument("--setup", action="store_true",
+                   help="ssh:// boards: install the runtime into a venv on the board (~/.nasnet-edge/venv) first")
     p.add_argument("--litert-benchmark", default=None, help="Android LiteRT benchmark_model binary to push (adb)")
     p.add_argument("--executorch-runner", default=None, help="Android ExecuTorch executor_runner binary (adb)")
     p.add_argument("--adb", default="adb", help="adb executable")
@@ -377,6 +579,12 @@ def benchmark(args: argparse.Namespace) -> dict:
     for d in delegates:
         if d not in ("xnnpack", "none", "gpu"):
             raise UsageError(f"unknown delegate '{d}' (xnnpack, none, gpu)")
+    budget = float(getattr(args, "accuracy_budget", DEFAULT_ACCURACY_BUDGET))
+    case_timeout = float(getattr(args, "case_timeout", DEFAULT_CASE_TIMEOUT_S))
+    if not budget >= 0:
+        raise UsageError(f"--accuracy-budget {budget:g}: give the top-1 points you accept to lose (0 or more)")
+    if not case_timeout > 0:
+        raise UsageError(f"--case-timeout {case_timeout:g}: give a number of seconds above 0")
     for m in args.models:
         if m not in ("default",) and not m.endswith((".tflite", ".pte", ".pt", ".pth", ".h5")):
             raise UsageError(f"{m}: unsupported model type (expected .tflite, .pte, .pt, .h5 or 'default')")
@@ -394,7 +602,15 @@ def benchmark(args: argparse.Namespace) -> dict:
                     continue
                 cases.append(Case(m, rt, d, t))
     image = args.image or list_images(sample_images_dir())[0]
-    devices = args.device or ["local"]
+    devices = list(args.device)
+    boards: dict[str, dict] = {}
+    if getattr(args, "board", None):
+        from benchmarks.board import board_from_folder
+
+        b = board_from_folder(args.board)
+        boards[b["device"]] = b
+        devices.append(b["device"])
+    devices = devices or ["local"]
     for d in devices:
         if not (d == "local" or d.startswith("ssh://") or d == "adb" or d.startswith("adb:")):
             raise UsageError(f"unknown device '{d}': use local, ssh://user@host[:port] or adb[:SERIAL]")
@@ -402,20 +618,25 @@ def benchmark(args: argparse.Namespace) -> dict:
     device_envs: dict[str, dict] = {}
     for d in devices:  # one after the other, into one result file
         if d == "local":
-            run_cases(cases, image, args.warmup, args.runs, args.rounds, args.min_time, progress=not args.quiet)
+            run_cases(cases, image, args.warmup, args.runs, args.rounds, args.min_time, progress=not args.quiet,
+                      case_timeout=case_timeout)
             recs = [case_record(c) for c in cases]
             device_envs[d] = environment()
         elif d.startswith("ssh://"):
             from benchmarks.devices import run_ssh
 
-            out = run_ssh(d, args.models, threads, delegates, args.runs, args.rounds, args.warmup, args.ssh_key,
-                          args.remote_python, args.known_hosts)
+            ssh = boards.get(d, {})
+            out = run_ssh(d, args.models, threads, delegates, args.runs, args.rounds, args.warmup,
+                          ssh.get("ssh_key", args.ssh_key), ssh.get("remote_python", args.remote_python),
+                          ssh.get("known_hosts", args.known_hosts), verify=args.verify,
+                          verify_images=args.verify_images, setup=args.setup, progress=not args.quiet)
             recs, device_envs[d] = out["results"], out["environment"]
         else:
             from benchmarks.devices import run_adb
 
             out = run_adb(d, args.models, threads, delegates, args.runs, args.warmup, args.litert_benchmark,
-                          args.executorch_runner, args.adb)
+                          args.executorch_runner, args.adb, verify=args.verify, verify_images=args.verify_images,
+                          progress=not args.quiet)
             recs, device_envs[d] = out["results"], out["environment"]
         for r in recs:
             r["device"] = d
@@ -423,8 +644,11 @@ def benchmark(args: argparse.Namespace) -> dict:
     result = {"schema": SCHEMA, "name": args.name, "created": now_iso(), "command": command_line(),
               "environment": device_envs.get("local") or environment(), "devices": device_envs,
               "settings": {"warmup": args.warmup, "runs": args.runs, "rounds": args.rounds,
-                           "input": str(Path(image).name)},
+                           "input": str(Path(image).name), "accuracy_budget_points": budget,
+                           "case_timeout_s": case_timeout, "isolation": "one worker process per local case"},
               "results": records, "ratios": ratios(records, args.baseline)}
+    result["recommendation"] = {"accuracy_budget_points": budget, "basis": RECOMMENDATION_BASIS,
+                                "items": recommend(records, budget, device_envs)}
     return result
 
 
