@@ -198,6 +198,8 @@ _job_rc: dict = {}
 _job_seconds: dict = {}
 _job_procs: list = []
 _jobs_stop = threading.Event()
+_chain_running = threading.Event()  # set while the background chain has a job to run
+_torch_threads: list[int] = []  # torch's thread count in this process before the chain started
 _JOBS_DIR: list[Path] = []
 
 
@@ -238,6 +240,7 @@ def _run_chain(names: list[str], out: Path) -> None:
             _job_seconds[name] = time.perf_counter() - t
             _job_done[name].set()
     finally:  # never leave a fixture waiting on a chain that died
+        _chain_running.clear()
         for name in names:
             _job_rc.setdefault(name, -1)
             _job_done[name].set()
@@ -280,12 +283,15 @@ SLOW_FIXTURES = {"tflite_int8", "tflite_fp32", "tflite_dir", *_JOBS,
                  "bad", "small_gpu"}
 
 
+@pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(session, config, items):
     import tempfile
 
-    for item in items:
+    for item in items:  # before -m deselects (below, inside the yield), so that -m "not slow" sees the marks
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    result = yield
+    # after -k / -m: a subset starts only the background jobs its selected tests need
 
     def uses_background(item) -> bool:
         return any(n in getattr(item, "fixturenames", ()) for n in _JOBS)
@@ -294,12 +300,36 @@ def pytest_collection_modifyitems(session, config, items):
     items[:] = [i for i in items if not uses_background(i)] + [i for i in items if uses_background(i)]
     needed = [n for n in _JOBS if any(n in getattr(item, "fixturenames", ()) for item in items)]
     if not needed or config.getoption("collectonly"):
-        return
+        return result
     out = Path(tempfile.mkdtemp(prefix="nasnet_jobs_"))
     _JOBS_DIR.append(out)
     for name in needed:
         _job_done[name] = threading.Event()
+    _chain_running.set()
     threading.Thread(target=_run_chain, args=(needed, out), daemon=True).start()
+    # The chain's jobs have the second core (OMP_NUM_THREADS=1), so torch in this process gets one thread too
+    # while they run. With its default two, every parallel op of the tests' small networks (48 px: thousands
+    # of tiny ops) waits at an OpenMP barrier for a thread the busy core has preempted, and the spinning
+    # thread takes time from the chain: PT2E calibration of the small NASNet ran 30x slower. Restored for the
+    # tests after the chain (pytest_runtest_setup).
+    import torch
+
+    _torch_threads.append(torch.get_num_threads())
+    torch.set_num_threads(1)
+    return result
+
+
+def pytest_runtest_setup(item):
+    """One torch thread while the background chain runs (a test may have set another), the original after."""
+    if not _torch_threads:
+        return
+    import torch
+
+    if _chain_running.is_set():
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(_torch_threads.pop())
 
 
 def pytest_terminal_summary(terminalreporter):
