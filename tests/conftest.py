@@ -308,10 +308,11 @@ def pytest_collection_modifyitems(session, config, items):
     _chain_running.set()
     threading.Thread(target=_run_chain, args=(needed, out), daemon=True).start()
     # The chain's jobs have the second core (OMP_NUM_THREADS=1), so torch in this process gets one thread too
-    # while they run. With its default two, every parallel op of the tests' small networks (48 px: thousands
-    # of tiny ops) waits at an OpenMP barrier for a thread the busy core has preempted, and the spinning
-    # thread takes time from the chain: PT2E calibration of the small NASNet ran 30x slower. Restored for the
-    # tests after the chain (pytest_runtest_setup).
+    # while they run. With its default two, each parallel op (thousands of small ones on the 48 px networks)
+    # waits at an OpenMP barrier for the thread that the busy core has preempted, and the spinning threads take
+    # time from the chain: on a loaded machine PT2E calibration of small_nasnet took 9 s an image instead of
+    # 0.3 s; beside one busy core, test_fp32_parts_stay_float_... took 175 s with two threads and 94 s with one.
+    # The original count comes back for the tests after the chain (pytest_runtest_setup).
     import torch
 
     _torch_threads.append(torch.get_num_threads())
