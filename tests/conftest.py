@@ -310,8 +310,9 @@ def pytest_collection_modifyitems(session, config, items):
     # The chain's jobs have the second core (OMP_NUM_THREADS=1), so torch in this process gets one thread too
     # while they run. With its default two, each parallel op (thousands of small ones on the 48 px networks)
     # waits at an OpenMP barrier for the thread that the busy core has preempted, and the spinning threads take
-    # time from the chain: on a loaded machine PT2E calibration of small_nasnet took 9 s an image instead of
-    # 0.3 s; beside one busy core, test_fp32_parts_stay_float_... took 175 s with two threads and 94 s with one.
+    # time from the chain. The cost grows with the load on the machine: PT2E calibration of small_nasnet took
+    # 9 s an image instead of 0.3 s on a loaded machine, and beside a busy-looping process
+    # test_fp32_parts_stay_float_... took 175 s with two threads, 94 s with one (as in a quiet full run).
     # The original count comes back for the tests after the chain (pytest_runtest_setup).
     import torch
 
