@@ -72,6 +72,14 @@ def cpuinfo_text(cpu: str, cores: int) -> str:
     return "\n".join(blocks) + "\n"
 
 
+def mounts_under(folder: Path) -> list[str]:
+    """Mount points at or below ``folder`` (from /proc/mounts, which escapes spaces as \\040), deepest first."""
+    root = str(folder)
+    with open("/proc/mounts") as f:
+        points = [ln.split()[1].replace("\\040", " ") for ln in f]
+    return sorted((m for m in points if m == root or m.startswith(root + "/")), key=len, reverse=True)
+
+
 class Board:
     """One board folder: ``rootfs/``, keys, ``board.json`` (how to reach it), logs."""
 
@@ -124,14 +132,7 @@ class Board:
 
     def mounted(self) -> list[str]:
         """Mount points inside this board's root filesystem, deepest first."""
-        root = str(self.root)
-        points = []
-        with open("/proc/mounts") as f:
-            for line in f:
-                mp = line.split()[1].replace("\\040", " ")
-                if mp == root or mp.startswith(root + "/"):
-                    points.append(mp)
-        return sorted(points, key=len, reverse=True)
+        return mounts_under(self.root)
 
     def sshd_pid(self) -> int | None:
         try:
@@ -167,7 +168,7 @@ class Board:
         if (self.root / ".nasnet-edge-complete").exists():
             return False
         partial = self.dir / "rootfs.partial"
-        for m in self._mounts_under(partial):
+        for m in mounts_under(partial):
             subprocess.run(["umount", "-l", m], capture_output=True)
         if partial.exists():
             shutil.rmtree(partial)
@@ -180,11 +181,6 @@ class Board:
             shutil.rmtree(self.root)
         partial.rename(self.root)
         return True
-
-    def _mounts_under(self, folder: Path) -> list[str]:
-        with open("/proc/mounts") as f:
-            pts = [ln.split()[1] for ln in f if ln.split()[1].startswith(str(folder) + "/")]
-        return sorted(pts, key=len, reverse=True)
 
     def _stream(self, cmd: list[str], logf: Path, what: str, progress: bool, env: dict | None = None) -> None:
         from tqdm import tqdm

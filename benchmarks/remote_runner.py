@@ -33,6 +33,16 @@ def open_litert(path, threads, delegate):
     return it
 
 
+def open_pte(path, threads):
+    """An ExecuTorch program's ``forward``, with the process's one XNNPACK pool sized to ``threads``."""
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    if portable_lib._threadpool_get_thread_count() != threads:  # a reset frees the pool in use
+        portable_lib._unsafe_reset_threadpool(threads)
+    return Runtime.get().load_program(path).load_method("forward")
+
+
 def load(case):
     import numpy as np
 
@@ -48,12 +58,8 @@ def load(case):
         return run
     if path.endswith(".pte"):
         import torch
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
 
-        if portable_lib._threadpool_get_thread_count() != threads:  # a reset frees the pool in use
-            portable_lib._unsafe_reset_threadpool(threads)
-        method = Runtime.get().load_program(path).load_method("forward")
+        method = open_pte(path, threads)
         shape = case.get("input_shape") or [1, 3, 224, 224]
         x = torch.zeros(*shape)
         return lambda: method.execute((x,))
@@ -95,12 +101,8 @@ def classify(path, images, threads=1, delegate="xnnpack"):
             logits.append(y.astype(np.float32))
     elif path.endswith(".pte"):
         import torch
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
 
-        if portable_lib._threadpool_get_thread_count() != threads:  # a reset frees the pool in use
-            portable_lib._unsafe_reset_threadpool(threads)
-        method = Runtime.get().load_program(path).load_method("forward")
+        method = open_pte(path, threads)
         for sample in np.asarray(images, dtype=np.float32):
             t = torch.from_numpy(np.ascontiguousarray(sample.transpose(2, 0, 1)[None]))
             y = method.execute((t,))[0].numpy().reshape(-1).copy()
