@@ -1,6 +1,6 @@
 """``python -m benchmarks.board``: an emulated aarch64 Debian board with sshd on 127.0.0.1.
 
-    sudo "$(which python)" -m benchmarks.board up --dir ~/.cache/nasnet-edge/board   # ~10 min first, then s
+    sudo "$(which python)" -m benchmarks.board up --dir ~/.cache/nasnet-edge/board   # ~6 min first, then s
     python -m benchmarks.run model.tflite --board ~/.cache/nasnet-edge/board  # verified against this machine
     sudo "$(which python)" -m benchmarks.board down --dir ~/.cache/nasnet-edge/board
 
@@ -175,7 +175,7 @@ class Board:
         logf = self.dir / "debootstrap.log"
         cmd = ["debootstrap", "--arch=arm64", "--variant=minbase", f"--include={PACKAGES}", SUITE, str(partial),
                MIRROR]
-        self._stream(cmd, logf, "root filesystem (debootstrap arm64 bookworm, ~9 min)", progress)
+        self._stream(cmd, logf, "root filesystem (debootstrap arm64 bookworm, ~6 min)", progress)
         (partial / ".nasnet-edge-complete").write_text(f"{SUITE} arm64 {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
         if self.root.exists():
             shutil.rmtree(self.root)

@@ -2,7 +2,7 @@
 
 The board tests start a real arm64 Debian userland under qemu-user with sshd on 127.0.0.1 and run the
 toolkit's SSH target against it: XNNPACK's ARM kernels, the aarch64 LiteRT wheel, another libc build. They
-need root (debootstrap, chroot, mounts) and about 10 minutes the first time, so they run when
+need root (debootstrap, chroot, mounts) and about 6 minutes the first time, so they run when
 ``NASNET_EDGE_BOARD=DIR`` names the board's folder: ``.ci/run`` does that from nothing on every run, after
 the suite. The other tests here (verification maths, emulation detection, cpuinfo, errors) always run.
 """
@@ -21,7 +21,7 @@ import pytest
 from conftest import REPO, assert_one_line_error, run_module
 
 BOARD = os.environ.get("NASNET_EDGE_BOARD")
-needs_board = pytest.mark.skipif(not BOARD, reason="set NASNET_EDGE_BOARD=DIR (root; ~10 min the first time) to "
+needs_board = pytest.mark.skipif(not BOARD, reason="set NASNET_EDGE_BOARD=DIR (root; ~6 min the first time) to "
                                  "start the emulated aarch64 board; .ci/run does")
 SHIPPED_INT8 = REPO / "edge/assets/models/nasnet_mobile_imagenette_int8.tflite"
 
