@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -27,7 +28,8 @@ import numpy as np
 from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_gate,
                                agreement_threshold,
                                check_output_dir, command_line, compare, load_images, now_iso, package_folder,
-                               tool_versions, validation_table, write_json_atomic)
+                               tool_versions, validation_table, write_json_atomic,
+                               interval_warning)
 from edge.quiet import quiet_executorch_import
 
 log = logging.getLogger(__name__)
@@ -132,7 +134,85 @@ def part_name(module: str) -> str:
     return f"cell_{int(module.split('.')[1]):02d}" if module.startswith("cells.") else module
 
 
-def nasnet_xnnpack_quantizer(float_modules: tuple[str, ...] = ()):
+def activation_range_config(config, ranges: str):
+    """``config`` (an XNNPACK QuantizationConfig) with our activation observers (:func:`range_observer`):
+    ``mse``, the range :func:`converters.ranges.mse_range` picks on the observer's histogram (the LiteRT
+    converter's rule); ``mean``, the mean of each calibration image's own min and max; ``auto``, both
+    recorded, the choice made after calibration (:func:`export_program`). Weights are left as they are.
+
+    Why: PT2E's HistogramObserver searches its range greedily from both ends and stops at the first bin
+    step that does not lower its norm; and one "massive activation" image among the calibration images
+    (v1, cell 12: values near -145 against a typical std of 0.3) sets a step that rounds the typical
+    image's tensors away, whatever the search (docs/quantization.md section 6).
+    """
+    import dataclasses
+
+    observer = range_observer()
+
+    def swap(spec):
+        if spec is None or getattr(spec, "is_dynamic", False):
+            return spec
+        partial = getattr(spec.observer_or_fake_quant_ctr, "p", None)  # PartialWrapper of with_args
+        kwargs = dict(partial.keywords) if partial is not None else {}
+        return dataclasses.replace(spec, observer_or_fake_quant_ctr=observer.with_args(**kwargs, mode=ranges))
+
+    return dataclasses.replace(config, input_activation=swap(config.input_activation),
+                               output_activation=swap(config.output_activation))
+
+
+@functools.lru_cache
+def range_observer():
+    """The activation observer class of :func:`activation_range_config` (made once: torchao loads lazily)."""
+    import torch
+
+    with quiet_executorch_import():
+        from torchao.quantization.pt2e.observer import HistogramObserver
+
+    class RangeObserver(HistogramObserver):
+        """HistogramObserver whose range is ours. ``mode``: 'mse', 'mean' or 'auto' (records both; set
+        ``mode`` to 'mse' or 'mean' before ``convert_pt2e``)."""
+
+        def __init__(self, *args, mode: str = "mse", **kwargs):
+            super().__init__(*args, **kwargs)
+            self.mode = mode
+            self.register_buffer("call_sums", torch.zeros(2))
+            self.register_buffer("calls", torch.zeros(()))
+
+        def forward(self, x_orig):
+            if x_orig.numel() == 0:
+                return x_orig
+            if self.mode != "mean":  # the histogram (the slow part) only where it is used
+                super().forward(x_orig)
+            x = x_orig.detach().float()
+            self.call_sums += torch.stack([x.min().clamp(max=0), x.max().clamp(min=0)])
+            self.calls += 1
+            return x_orig
+
+        def _range(self) -> tuple[float, float]:
+            if self.mode == "mean":
+                lo, hi = (self.call_sums / self.calls.clamp(min=1)).tolist()
+                return lo, hi
+            from converters.ranges import mse_range
+
+            return mse_range(self.histogram.detach().cpu().numpy(), float(self.min_val), float(self.max_val))
+
+        def _non_linear_param_search(self):
+            lo, hi = self._range()
+            return (torch.tensor(lo, dtype=torch.float32, device=self.call_sums.device),
+                    torch.tensor(hi, dtype=torch.float32, device=self.call_sums.device))
+
+        def calculate_qparams(self):
+            if self.mode == "mean":
+                if float(self.calls) == 0:
+                    return super().calculate_qparams()
+                lo, hi = self._non_linear_param_search()
+                return self._calculate_qparams(lo, hi)
+            return super().calculate_qparams()
+
+    return RangeObserver
+
+
+def nasnet_xnnpack_quantizer(float_modules: tuple[str, ...] = (), ranges: str = "auto"):
     """ExecuTorch's XNNPACKQuantizer, plus shared quantization for pads; ops inside ``float_modules``
     (module names such as ``cells.0``) are left unannotated, so they run in fp32 inside the same
     XNNPACK partition (quantize/dequantize at their boundary become XNNPACK convert ops).
@@ -175,7 +255,12 @@ def nasnet_xnnpack_quantizer(float_modules: tuple[str, ...] = ()):
             return model
 
     quantizer = NASNetXNNPACKQuantizer()
-    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    if ranges in ("mse", "mean", "auto"):
+        config = activation_range_config(config, ranges)
+    elif ranges != "histogram":
+        raise ValueError(f"activation ranges {ranges!r}: 'auto', 'mse', 'mean' or 'histogram'")
+    quantizer.set_global(config)
     if float_modules:
         def quantize_node(node) -> bool:
             paths = [v[0] for v in (node.meta.get("nn_module_stack") or {}).values()]
@@ -186,7 +271,7 @@ def nasnet_xnnpack_quantizer(float_modules: tuple[str, ...] = ()):
 
 
 def export_program(model, example: tuple, precision: Precision, calibration, backend: str,
-                   progress: bool = True, float_modules: tuple[str, ...] = ()):
+                   progress: bool = True, float_modules: tuple[str, ...] = (), ranges: str = "auto"):
     """ExecuTorch edge program of ``model`` lowered to ``backend``.
 
     ``example``: a tuple of input tensors; ``calibration`` (int8): a sequence of such tuples, one per image.
@@ -198,6 +283,7 @@ def export_program(model, example: tuple, precision: Precision, calibration, bac
         from executorch.exir import to_edge_transform_and_lower
 
     timings: dict[str, float] = {}
+    ranges_report = {"method": ranges} if precision is Precision.INT8 else None
     t = time.perf_counter()
 
     def lap(name: str) -> None:
@@ -213,14 +299,17 @@ def export_program(model, example: tuple, precision: Precision, calibration, bac
     if precision is Precision.INT8:
         with quiet_executorch_import():
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        quantizer = nasnet_xnnpack_quantizer(float_modules)
+        quantizer = nasnet_xnnpack_quantizer(float_modules, ranges)
         prepared = prepare_pt2e(ep.module(), quantizer)
         lap("prepare_pt2e")
         with torch.no_grad():
             for inputs in tqdm(calibration, desc="calibrate", unit="img", disable=not progress, leave=False):
                 prepared(*inputs)
         lap("calibrate")
-        quantized = convert_pt2e(prepared)
+        if ranges == "auto":
+            quantized, ranges_report = _choose_ranges(model, prepared, calibration, convert_pt2e)
+        else:
+            quantized = convert_pt2e(prepared)
         lap("convert_pt2e")
         ep = torch.export.export(quantized, example, strict=False)
         lap("torch.export (quantized)")
@@ -229,7 +318,50 @@ def export_program(model, example: tuple, precision: Precision, calibration, bac
     lap("to_edge_transform_and_lower")
     edge._nasnet_why = reasons  # the partitioner's own reasons, for the delegation report
     edge._nasnet_timings = timings
+    edge._nasnet_ranges = ranges_report
     return edge
+
+
+CHOICE_IMAGES = 32
+
+
+def _choose_ranges(model, prepared, calibration, convert_pt2e) -> tuple:
+    """``--activation-ranges auto``: convert with the error-minimizing and with the mean ranges, keep the
+    one whose int8 network (PT2E's reference q/dq graph) is closer to the float ``model`` on the
+    calibration images (lowest median KL, as the LiteRT converter chooses). Returns (module, report)."""
+    import copy
+
+    import torch
+
+    from converters.ranges import median_kl
+
+    observer = range_observer()
+    # PT2E's reference int8 graph runs in eager PyTorch (~1 s an image on the 2-core VM): the choice is made
+    # on at most CHOICE_IMAGES of the calibration images, spread over them (the candidates differ 4-5x)
+    calibration = list(calibration)
+    if len(calibration) > CHOICE_IMAGES:
+        calibration = [calibration[i] for i in np.linspace(0, len(calibration) - 1, CHOICE_IMAGES).round().astype(int)]
+    with torch.no_grad():
+        reference = [[model(*inputs).numpy()] for inputs in calibration]
+    scored = {}
+    for mode in ("mse", "mean"):
+        candidate = copy.deepcopy(prepared)
+        for m in candidate.modules():
+            if isinstance(m, observer):
+                m.mode = mode
+        q = convert_pt2e(candidate)
+        with torch.no_grad():
+            got = [[q(*inputs).numpy()] for inputs in calibration]
+        agree = float(np.mean([np.argmax(r[0]) == np.argmax(g[0]) for r, g in zip(reference, got)]))
+        scored[mode] = (median_kl(reference, got), agree, q)
+    best = min(scored, key=lambda k: scored[k][0])
+    report = {"method": best, "chosen_by": f"lowest median KL from the float model on {len(calibration)} of the "
+                                           "calibration images",
+              "chosen_from": {k: {"median_kl": float(f"{v[0]:.4g}"), "top1_agreement": round(v[1], 4)}
+                              for k, v in scored.items()}}
+    log.info("activation ranges: %s (median KL on the calibration images: %s)", best,
+             ", ".join(f"{k} {v[0]:.2e}" for k, v in scored.items()))
+    return scored[best][2], report
 
 
 def image_tuples(batch: np.ndarray):
@@ -256,7 +388,8 @@ def write_program(edge, path: Path, check=None):
 
 
 def export_cells(model, precision: Precision, calibration: np.ndarray | None, backend: str, out_dir: Path,
-                 progress: bool = True, only: set[str] | None = None, fp32_parts: tuple[str, ...] = ()) -> dict:
+                 progress: bool = True, only: set[str] | None = None, fp32_parts: tuple[str, ...] = (),
+                 ranges: str = "mse") -> dict:
     """Every part (stem, cells, head) of ``model`` as its own ``.pte`` with its real input shapes.
 
     int8 parts are calibrated on the activations the whole float network produces at that point for the
@@ -286,7 +419,7 @@ def export_cells(model, precision: Precision, calibration: np.ndarray | None, ba
             continue
         calib = [feeds[k] for feeds in per_image] if per_image is not None else None
         prec = Precision.FP32 if any(name == f or name.startswith(f + "_") for f in fp32_parts) else precision
-        edge = export_program(part, example_feeds[k], prec, calib, backend, progress=False)
+        edge = export_program(part, example_feeds[k], prec, calib, backend, progress=False, ranges=ranges)
         path = cell_dir / f"{k:02d}_{name}_{backend}_{prec.value}.pte"
         write_program(edge, path)
         out = part(*example_feeds[k])
@@ -408,6 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp32-parts", default=DEFAULT_FP32_PARTS, metavar="PARTS",
                    help="int8: parts left in fp32 inside the same delegate (comma-separated part names of "
                         "--cells: stem, cell_00 .. cell_15, head; 'none' quantizes all); see docs/lowering.md")
+    p.add_argument("--activation-ranges", choices=["auto", "mse", "mean", "histogram"], default="auto",
+                   help="int8 activation ranges, as the LiteRT converter's (converters/ranges.py): 'mse' minimizes "
+                        "each tensor's quantization error on the calibration images, 'mean' is the mean of each "
+                        "image's own min/max, 'auto' converts with both and keeps the one closer to the float model "
+                        "on the calibration images; 'histogram' is PT2E's own HistogramObserver search")
     return p
 
 
@@ -459,7 +597,7 @@ def convert(args: argparse.Namespace) -> dict:
     with stages.stage(f"export, {'quantize, ' if precision is Precision.INT8 else ''}lower to {args.backend}"):
         edge = export_program(model, example, precision,
                               image_tuples(calibration.batch) if calibration is not None else None, args.backend,
-                              float_modules=float_modules)
+                              float_modules=float_modules, ranges=args.activation_ranges)
         delegation = delegation_report(edge)
     def validate(tmp: Path):
         with stages.stage("validate on held-out images through executorch.runtime"):
@@ -479,7 +617,8 @@ def convert(args: argparse.Namespace) -> dict:
         "source": src.describe(), "config": cfg.to_dict(),
         "calibration": calibration.describe(args.calibration) if calibration is not None else None,
         "quantization": {"scheme": "PT2E static, XNNPACKQuantizer symmetric, per-channel weights",
-                         "fp32_parts": [part_name(m) for m in float_modules]}
+                         "fp32_parts": [part_name(m) for m in float_modules],
+                         "activation_ranges": getattr(edge, "_nasnet_ranges", None)}
         if precision is Precision.INT8 else None,
         "validation": ({"reference": "PyTorch eager float32 (reference network, not lowered)", **val,
                         "images_folder": str(args.validation) if args.validation else "package validation set"}
@@ -492,7 +631,9 @@ def convert(args: argparse.Namespace) -> dict:
     if args.cells:
         with stages.stage("per-cell export"):
             cells = export_cells(model, precision, calibration.batch if calibration is not None else None,
-                                 args.backend, out_dir, fp32_parts=tuple(part_name(m) for m in float_modules))
+                                 args.backend, out_dir, fp32_parts=tuple(part_name(m) for m in float_modules),
+                                 ranges=(getattr(edge, "_nasnet_ranges", None) or {}).get("method",
+                                                                                         args.activation_ranges))
         manifest["cells"] = {"folder": "cells", "manifest": "cells/cells.json", "count": len(cells["parts"]),
                              "outside_ops": sum(c["delegation"]["outside_ops"] for c in cells["parts"])}
     write_json_atomic(artifact.with_name(artifact.name + ".json"), manifest)
@@ -500,6 +641,8 @@ def convert(args: argparse.Namespace) -> dict:
     print()
     if val:
         print(validation_table([(artifact.name, val)]))
+    if val and precision.quantized and (warning := interval_warning(val)):
+        log.warning(warning)
     print(f"\n{args.backend}: {delegation['partitions']} delegate partition(s), {delegation['outside_ops']} op(s) "
           "outside the delegate"
           + (f" ({', '.join(f'{k} x{v}' for k, v in delegation['outside'].items())})" if delegation['outside'] else ""))

@@ -24,7 +24,8 @@ import numpy as np
 from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_gate,
                                agreement_threshold,
                                check_output_dir, command_line, compare, load_images, now_iso, package_folder,
-                               tool_versions, validation_table, write_json_atomic)
+                               tool_versions, validation_table, write_json_atomic,
+                               interval_warning)
 from converters.quantized_input import input_grid, shift_stem_input
 from edge.quiet import quiet_tensorflow
 from edge.runtime import TFLITE_METADATA_NAME, LiteRTRunner
@@ -36,13 +37,18 @@ IO_TYPES = ("int8", "uint8", "float")
 
 
 # ----------------------------------------------------------------------------- conversion
+RANGE_METHODS = ("auto", "mse", "mean", "minmax")
+
+
 def convert_keras(model, precision: Precision, calibration=None, io: str = "int8",
-                  progress: bool = True, multi_input: bool = False, ranges: str = "mse",
+                  progress: bool = True, multi_input: bool = False, ranges: str = "auto",
                   report: dict | None = None, input_range: tuple[float, float] | None = None) -> bytes:
     """TFLite flatbuffer bytes for a Keras model.
 
     int8: ``ranges`` 'mse' quantizes activations with error-minimizing ranges (:mod:`converters.ranges`),
-    'minmax' with the calibrator's own min/max. ``report``, if given, receives what the range pass did.
+    'mean' with the mean of per-image ranges, 'auto' with whichever of the two keeps the int8 model closer
+    to the float one on the calibration images, 'minmax' with the calibrator's own min/max. ``report``, if
+    given, receives what the range pass did.
     ``input_range`` pins the input's quantization range (:mod:`converters.quantized_input`).
     """
     from edge.quiet import import_tensorflow
@@ -76,9 +82,9 @@ def convert_keras(model, precision: Precision, calibration=None, io: str = "int8
         conv.representative_dataset = representative
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         dtype = {"int8": tf.int8, "uint8": tf.uint8, "float": tf.float32}[io]
-        if ranges not in ("mse", "minmax"):
-            raise ConversionError(f"unknown activation ranges '{ranges}'; use mse or minmax")
-        conv._experimental_calibrate_only = ranges == "mse" or input_range is not None
+        if ranges not in RANGE_METHODS:
+            raise ConversionError(f"unknown activation ranges '{ranges}'; use {', '.join(RANGE_METHODS)}")
+        conv._experimental_calibrate_only = ranges != "minmax" or input_range is not None
         if not conv._experimental_calibrate_only:  # otherwise mlir_quantize below sets the input/output type
             conv.inference_input_type = dtype
             conv.inference_output_type = dtype
@@ -92,20 +98,43 @@ def convert_keras(model, precision: Precision, calibration=None, io: str = "int8
 
                 from converters.ranges import refine_calibrated_model
 
-                if ranges == "mse":
-                    flat, summary = refine_calibrated_model(flat, list(samples()), [i.name for i in model.inputs],
-                                                            progress=progress, bar_file=bar_stream)
+                names = [i.name for i in model.inputs]
+
+                def finish(calibrated_flat: bytes, summary: dict) -> bytes:
+                    if input_range is not None:
+                        from converters.quantized_input import pin_input_range
+
+                        calibrated_flat = pin_input_range(calibrated_flat, *input_range)
+                        summary["input_range"] = [float(v) for v in input_range]
+                    # what TFLiteConverter.convert() runs after calibration, with the refined statistics
+                    return bytes(mlir_quantize(calibrated_flat, input_data_type=dtype, output_data_type=dtype))
+
+                if ranges == "auto":
+                    from converters.ranges import median_kl, run_flatbuffer
+
+                    reference: list = []
+                    both = refine_calibrated_model(flat, list(samples()), names, progress=progress,
+                                                   bar_file=bar_stream, method="both", outputs=reference)
+                    scored = {}
+                    for name, (cand, summary) in both.items():
+                        q = finish(cand, summary)
+                        got = run_flatbuffer(q, list(samples()), names)
+                        agree = float(np.mean([np.argmax(r[0]) == np.argmax(g[0]) for r, g in zip(reference, got)]))
+                        scored[name] = (median_kl(reference, got), agree, q, summary)
+                    best = min(scored, key=lambda k: scored[k][0])
+                    flat, summary = scored[best][2], dict(scored[best][3])
+                    summary["chosen_from"] = {k: {"median_kl": float(f"{v[0]:.4g}"), "top1_agreement": round(v[1], 4)}
+                                              for k, v in scored.items()}
+                    summary["chosen_by"] = "lowest median KL from the float model on the calibration images"
+                elif ranges != "minmax":
+                    cand, summary = refine_calibrated_model(flat, list(samples()), names, progress=progress,
+                                                            bar_file=bar_stream, method=ranges)
+                    flat = finish(cand, summary)
                 else:
                     summary = {"method": "minmax"}
-                if input_range is not None:
-                    from converters.quantized_input import pin_input_range
-
-                    flat = pin_input_range(flat, *input_range)
-                    summary["input_range"] = [float(v) for v in input_range]
+                    flat = finish(flat, summary)
                 if report is not None:
                     report.update(summary)
-                # what TFLiteConverter.convert() runs after calibration, with the refined statistics
-                flat = bytes(mlir_quantize(flat, input_data_type=dtype, output_data_type=dtype))
             elif precision is Precision.INT8 and report is not None:
                 report.update({"method": "minmax"})
             return flat
@@ -261,9 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(fully delegated to XNNPACK; MediaPipe Tasks and ML Model Binding take it as it is); "
                         "'uint8' takes the raw pixels (MediaPipe takes it too; XNNPACK leaves its two QUANTIZE ops "
                         "to LiteRT); 'int8' (pixel - 128) is refused by MediaPipe Tasks. README: io types")
-    p.add_argument("--activation-ranges", choices=["mse", "minmax"], default="mse",
-                   help="int8 activation ranges: 'mse' minimizes each tensor's quantization error on the "
-                        "calibration images (converters/ranges.py), 'minmax' is the TFLite calibrator's own")
+    p.add_argument("--activation-ranges", choices=list(RANGE_METHODS), default="auto",
+                   help="int8 activation ranges (converters/ranges.py): 'mse' minimizes each tensor's quantization "
+                        "error on the calibration images; 'mean' is the mean of each image's own min/max (one image "
+                        "with massive activations no longer sets the step); 'auto' quantizes with both and keeps the "
+                        "one whose int8 model is closer to the float one on the calibration images (lowest median "
+                        "KL); 'minmax' is the TFLite calibrator's own")
     p.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
                    help="'gpu': the edge form for LiteRT's GPU accelerator (fp32/fp16; no PAD -> MAX_POOL_2D, "
                         "docs/gpu.md), named <model>_edge_gpu_<precision>.tflite, with a GPU delegation report")
@@ -413,12 +445,14 @@ def convert(args: argparse.Namespace) -> dict:
     if args.cells:
         with stages.stage("per-cell export"):
             cells = export_cells(cfg, model_weights, lowering, precision, calib_batch, args.io, out_dir, model,
-                                 ranges=args.activation_ranges)
+                                 ranges=ranges_report.get("method", args.activation_ranges))
         manifest["cells"] = {"folder": "cells", "manifest": "cells/cells.json", "count": len(cells["parts"])}
     write_json_atomic(artifact.with_name(artifact.name + ".json"), manifest)
 
     print()
     print(validation_table([(artifact.name, val)]))
+    if val and precision.quantized and (warning := interval_warning(val)):
+        log.warning(warning)
     print(f"\nXNNPACK: {delegation['partitions']} partition(s), {delegation['delegated_ops']}/{delegation['ops']} ops "
           f"delegated, {delegation['fallback_ops']} on LiteRT kernels"
           + (f" ({', '.join(f'{k} x{v}' for k, v in delegation['fallback'].items())})" if delegation['fallback'] else ""))

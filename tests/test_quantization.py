@@ -111,6 +111,132 @@ def test_mse_range_clips_rare_outliers_and_keeps_dense_ranges():
     assert mse_range(np.zeros(16), -1.0, 1.0) == (-1.0, 1.0)  # nothing observed: unchanged
 
 
+def test_mse_range_prefix_sums_equal_the_direct_sum_over_bins():
+    """The O(1)-per-candidate error (prefix sums) picks the same range as summing every bin directly."""
+    from converters import ranges
+
+    rng = np.random.default_rng(1)
+
+    def direct(counts, lo, hi):
+        centers = lo + (np.arange(len(counts)) + 0.5) * (hi - lo) / len(counts)
+        los = lo * ranges._GRID if lo < 0 else np.array([lo])
+        his = hi * ranges._GRID if hi > 0 else np.array([hi])
+        best, arg = np.inf, None
+        for a in los:
+            for b in his:
+                if b <= a:
+                    continue
+                clipped = np.clip(centers, a, b)
+                err = ((centers - clipped) ** 2 + (clipped == centers) * ((b - a) / 255) ** 2 / 12) @ counts
+                if err < best:
+                    best, arg = err, (float(a), float(b))
+        return arg
+
+    for lo, hi in [(-3.0, 5.0), (0.0, 7.0), (-145.0, 64.0)]:
+        counts = rng.poisson(rng.gamma(0.3, 50, 512)).astype(float)
+        assert ranges.mse_range(counts, lo, hi) == pytest.approx(direct(counts, lo, hi))
+
+
+def test_mean_ranges_keep_the_step_of_typical_images_when_one_image_has_massive_activations():
+    """v1's cell 12: one calibration image in 100 reaches -145 where the others stay within +-8. The mean of
+    each image's own range keeps the typical images' rounding error far lower than the global range."""
+    rng = np.random.default_rng(2)
+    images = [rng.normal(0, 2, 5000) for _ in range(99)] + [rng.normal(0, 2, 5000) * 40]
+
+    def err(v, a, b):
+        step = (b - a) / 255
+        return float(((np.round((np.clip(v, a, b) - a) / step) * step + a - v) ** 2).mean())
+
+    glob = (min(v.min() for v in images), max(v.max() for v in images))
+    mean = (np.mean([v.min() for v in images]), np.mean([v.max() for v in images]))
+    typical = np.concatenate(images[:99])
+    assert mean[1] - mean[0] < 0.2 * (glob[1] - glob[0])
+    assert err(typical, *mean) < 0.1 * err(typical, *glob)
+
+
+def test_auto_ranges_choose_the_mean_when_one_calibration_input_has_massive_activations(tmp_path):
+    """converters.tflite end to end on a small 1000-class NASNet (nothing Imagenette-specific): one of 24
+    calibration inputs drives every tensor ~30x past the others, as one photo drives v1's cell 12. With the
+    error-minimizing ranges that one input sets the step of every tensor; the default 'auto' measures both
+    candidates on the calibration inputs, keeps the mean of per-image ranges, and the int8 network stays
+    much closer to the float one on ordinary inputs it never saw."""
+    from converters.common import Precision, compare
+    from converters.tflite import convert_keras
+    from edge.keras_model import build_keras_model, load_keras_weights
+    from edge.lowering import EDGE, lowered_keras_weights
+    from edge.runtime import LiteRTRunner
+
+    cfg, model = small_nasnet(num_classes=1000, realistic_bn=False)
+    weights = lowered_keras_weights(model.keras_weights(), cfg, EDGE)
+    keras_model = build_keras_model(cfg, classifier_activation=None, lowered=EDGE)
+    load_keras_weights(keras_model, weights)
+    rng = np.random.default_rng(0)
+    calibration = rng.uniform(-1, 1, (24, 48, 48, 3)).astype(np.float32)
+    calibration[7] *= 30  # the massive one
+    ordinary = rng.uniform(-1, 1, (32, 48, 48, 3)).astype(np.float32)
+    reference = np.asarray(keras_model.predict(ordinary, verbose=0))
+    sqnr, reports = {}, {}
+    for method in ("mse", "auto"):
+        reports[method] = {}
+        path = tmp_path / f"{method}.tflite"
+        path.write_bytes(convert_keras(keras_model, Precision.INT8, calibration, "float", progress=False,
+                                       ranges=method, report=reports[method]))
+        assert reports[method]["tensors"] > 50
+        sqnr[method] = compare(reference, LiteRTRunner(path).predict(ordinary))["logit_sqnr_db"]
+    auto = reports["auto"]
+    assert auto["method"] == "mean" and set(auto["chosen_from"]) == {"mse", "mean"}, auto
+    assert auto["chosen_from"]["mean"]["median_kl"] < auto["chosen_from"]["mse"]["median_kl"]
+    assert sqnr["auto"] > sqnr["mse"] + 6, sqnr
+
+
+def test_executorch_activation_observers_use_the_error_minimizing_or_mean_range():
+    """converters.executorch --activation-ranges: the observers the XNNPACK quantizer gets compute their
+    range with converters.ranges (mse) or as the mean of per-call ranges (mean); weights untouched."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+    from converters.executorch import activation_range_config
+    from converters.ranges import mse_range
+
+    base = get_symmetric_quantization_config(is_per_channel=True)
+    rng = np.random.default_rng(3)
+    calls = [torch.from_numpy(rng.normal(0, 1, 20000).astype(np.float32)) for _ in range(9)]
+    calls.append(torch.from_numpy((rng.normal(0, 1, 20000) * 30).astype(np.float32)))
+
+    mse = activation_range_config(base, "mse")
+    assert mse.weight is base.weight
+    obs = mse.input_activation.observer_or_fake_quant_ctr()
+    for x in calls:
+        obs(x)
+    lo, hi = obs._non_linear_param_search()
+    assert (float(lo), float(hi)) == pytest.approx(
+        mse_range(obs.histogram.numpy(), float(obs.min_val), float(obs.max_val)))
+    scale_mse = float(obs.calculate_qparams()[0])
+
+    mean = activation_range_config(base, "mean").output_activation.observer_or_fake_quant_ctr()
+    for x in calls:
+        mean(x)
+    assert mean._range()[1] == pytest.approx(np.mean([float(x.max()) for x in calls]), rel=1e-5)
+    scale_mean = float(mean.calculate_qparams()[0])
+    global_scale = (max(float(x.max()) for x in calls) - min(float(x.min()) for x in calls)) / 255
+    assert scale_mean < 0.5 * global_scale and scale_mse < global_scale
+
+
+def test_validation_agreement_carries_a_95_percent_interval_and_warns_when_too_wide():
+    from converters.common import compare, interval_warning, wilson_interval
+
+    lo, hi = wilson_interval(195, 200)
+    assert 0.94 < lo < 0.95 and 0.985 < hi < 0.99  # 97.5% on 200 images: +-2-3 points
+    ref = np.eye(10)[np.arange(200) % 10] * 5
+    got = ref.copy()
+    got[:5] = np.roll(got[:5], 1, axis=1)  # 5 of 200 disagree
+    v = compare(ref, got)
+    assert v["top1_agreement"] == 0.975 and v["top1_agreement_ci95"] == [round(lo, 4), round(hi, 4)]
+    w = interval_warning(v)
+    assert w and "--validation DIR" in w and "200 images" in w
+    big = compare(np.tile(ref, (20, 1)), np.tile(got, (20, 1)))  # same rate on 4000 images: +-0.5 point
+    assert interval_warning(big) is None
+
+
 def test_range_pass_feeds_each_interpreter_input_its_keras_input():
     """A per-cell part has inputs x and p; LiteRT may list them in another order than Keras."""
     from converters.ranges import _input_order

@@ -40,8 +40,10 @@ def test_main_job_writes_a_fully_delegated_int8_model_with_manifest(tflite_int8,
     assert m["precision"] == "int8" and m["lowered"] is True
     assert m["source"]["kind"] == "default" and len(m["source"]["sha256"]) == 64
     assert m["calibration"]["count"] > 0 and m["size_bytes"] == path.stat().st_size
-    ranges = m["calibration"]["activation_ranges"]  # error-minimizing ranges replaced the calibrator's min/max
-    assert ranges["method"] == "mse" and ranges["tensors"] > 300 and ranges["median_range_fraction"] < 1
+    ranges = m["calibration"]["activation_ranges"]  # 'auto': both candidates measured, the closer one kept
+    assert set(ranges["chosen_from"]) == {"mse", "mean"} and ranges["tensors"] > 300
+    assert ranges["method"] == min(ranges["chosen_from"], key=lambda k: ranges["chosen_from"][k]["median_kl"])
+    assert ranges["median_range_fraction"] < 1  # narrower than the calibrator's min/max
     assert m["tools"]["tensorflow-cpu"].startswith("2.21") and m["tools"]["ai-edge-litert"].startswith("2.3")
     # The headline of the lowering: XNNPACK runs the whole int8 graph in one partition.
     assert m["delegation"]["partitions"] == 1 and m["delegation"]["fallback_ops"] == 0
