@@ -28,11 +28,8 @@ import logging
 import os
 import platform
 import random
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,31 +140,6 @@ def _worker_spec(c: Case, image: str, warmup: int) -> dict:
             "gpu_precision": c.gpu_precision, "image": image, "warmup": warmup}
 
 
-@contextmanager
-def ctrl_c_between_requests():
-    """Ctrl-C sets a flag that the timing loop checks between worker requests (the returned event); a second
-    Ctrl-C interrupts at once. Why: a KeyboardInterrupt raised wherever the signal lands can land inside tqdm's
-    write lock (taken between the lock's two acquires, never released), and the bar's close in the cleanup
-    then waits on that lock for ever: the run hung after Ctrl-C on a loaded machine (CI, twice). A worker
-    answers a timing request in milliseconds (a load in seconds), so the first Ctrl-C still stops the run
-    promptly."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def on_sigint(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min_time: float,
               progress: bool = True, case_timeout: float = DEFAULT_CASE_TIMEOUT_S) -> None:
     """Load every case in its own worker process, then time them interleaved (module docstring).
@@ -182,12 +154,15 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
     issue 20; root cause and evidence in benchmarks/case_worker.py and docs/benchmarking.md). A worker holds
     one case, sizes its pool once before loading its only method, and never resets it.
     """
-    from benchmarks.case_worker import CaseWorker
+    from tqdm import tqdm
+
+    from benchmarks.case_worker import CaseWorker, WorkerFailed
 
     image = str(Path(image).resolve())
     workers: dict[int, CaseWorker] = {}
     live: list[Case] = []
     loaded: set[int] = set()
+    bar = None
 
     def drop(c: Case, status: str, reason: str, log_tail: str = "", tb: str | None = None) -> None:
         if log_tail or tb:  # a crash, a hang or a bug, not a bad file: say so now, not only in the table
@@ -205,27 +180,8 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
         if w is not None:
             w.close()
 
-    with ctrl_c_between_requests() as stop:
-        _run_cases(cases, image, warmup, runs, rounds, min_time, progress, case_timeout, stop, workers, live,
-                   loaded, drop)
-    for c in cases:
-        if c.status == "ok" and id(c) not in loaded:
-            c.status, c.reason = "error", "interrupted before it was loaded"
-        elif c.status == "ok" and not c.times:
-            c.status, c.reason = "error", "interrupted before any timed run"
-
-
-def _run_cases(cases, image, warmup, runs, rounds, min_time, progress, case_timeout, stop, workers, live, loaded,
-               drop) -> None:
-    from tqdm import tqdm
-
-    from benchmarks.case_worker import CaseWorker, WorkerFailed
-
-    bar = None
     try:
         for c in cases:
-            if stop.is_set():
-                raise KeyboardInterrupt
             reason = unavailable_reason(c.runtime, c.delegate)
             if reason:
                 c.status, c.reason = "unavailable", reason
@@ -256,8 +212,6 @@ def _run_cases(cases, image, warmup, runs, rounds, min_time, progress, case_time
             order = live[:]
             rng.shuffle(order)  # interleave: no case always runs first after a pause
             for c in order:
-                if stop.is_set():
-                    raise KeyboardInterrupt
                 try:
                     reply = workers[id(c)].call(("run", per_round), case_timeout, f"during timed runs (round {r + 1})")
                 except WorkerFailed as e:
@@ -283,6 +237,11 @@ def _run_cases(cases, image, warmup, runs, rounds, min_time, progress, case_time
             bar.close()
         for w in workers.values():
             w.close()
+    for c in cases:
+        if c.status == "ok" and id(c) not in loaded:
+            c.status, c.reason = "error", "interrupted before it was loaded"
+        elif c.status == "ok" and not c.times:
+            c.status, c.reason = "error", "interrupted before any timed run"
 
 
 def case_record(c: Case) -> dict:
