@@ -202,11 +202,8 @@ def range_observer():
                     torch.tensor(hi, dtype=torch.float32, device=self.call_sums.device))
 
         def calculate_qparams(self):
-            if self.mode == "mean":
-                if float(self.calls) == 0:
-                    return super().calculate_qparams()
-                lo, hi = self._non_linear_param_search()
-                return self._calculate_qparams(lo, hi)
+            if self.mode == "mean" and float(self.calls) > 0:  # no histogram: min_val/max_val were never set
+                return self._calculate_qparams(*self._non_linear_param_search())
             return super().calculate_qparams()
 
     return RangeObserver
@@ -333,35 +330,30 @@ def _choose_ranges(model, prepared, calibration, convert_pt2e) -> tuple:
 
     import torch
 
-    from converters.ranges import median_kl
+    from converters.ranges import choose_by_median_kl
 
     observer = range_observer()
     # PT2E's reference int8 graph runs in eager PyTorch (~1 s an image on the 2-core VM): the choice is made
     # on at most CHOICE_IMAGES of the calibration images, spread over them (the candidates differ 4-5x)
     calibration = list(calibration)
     if len(calibration) > CHOICE_IMAGES:
-        calibration = [calibration[i] for i in np.linspace(0, len(calibration) - 1, CHOICE_IMAGES).round().astype(int)]
+        spread = np.linspace(0, len(calibration) - 1, CHOICE_IMAGES).round().astype(int)
+        calibration = [calibration[i] for i in spread]
     with torch.no_grad():
         reference = [[model(*inputs).numpy()] for inputs in calibration]
-    scored = {}
+    quantized, outputs = {}, {}
     for mode in ("mse", "mean"):
         candidate = copy.deepcopy(prepared)
         for m in candidate.modules():
             if isinstance(m, observer):
                 m.mode = mode
-        q = convert_pt2e(candidate)
+        quantized[mode] = convert_pt2e(candidate)
         with torch.no_grad():
-            got = [[q(*inputs).numpy()] for inputs in calibration]
-        agree = float(np.mean([np.argmax(r[0]) == np.argmax(g[0]) for r, g in zip(reference, got)]))
-        scored[mode] = (median_kl(reference, got), agree, q)
-    best = min(scored, key=lambda k: scored[k][0])
-    report = {"method": best, "chosen_by": f"lowest median KL from the float model on {len(calibration)} of the "
-                                           "calibration images",
-              "chosen_from": {k: {"median_kl": float(f"{v[0]:.4g}"), "top1_agreement": round(v[1], 4)}
-                              for k, v in scored.items()}}
+            outputs[mode] = [[quantized[mode](*inputs).numpy()] for inputs in calibration]
+    best, report = choose_by_median_kl(reference, outputs, f"{len(calibration)} of the calibration images")
     log.info("activation ranges: %s (median KL on the calibration images: %s)", best,
-             ", ".join(f"{k} {v[0]:.2e}" for k, v in scored.items()))
-    return scored[best][2], report
+             ", ".join(f"{k} {v['median_kl']:.2e}" for k, v in report["chosen_from"].items()))
+    return quantized[best], report
 
 
 def image_tuples(batch: np.ndarray):

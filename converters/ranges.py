@@ -175,6 +175,18 @@ def median_kl(reference: list, candidate: list) -> float:
     return float(np.median(kl))
 
 
+def choose_by_median_kl(reference: list, candidates: dict, images: str) -> tuple[str, dict]:
+    """The candidate whose outputs are closest to ``reference`` (lowest :func:`median_kl`), and the report
+    both converters record: ``candidates`` maps a method name to its outputs on the same images."""
+    scored = {name: (median_kl(reference, got),
+                     float(np.mean([np.argmax(r[0]) == np.argmax(g[0]) for r, g in zip(reference, got)])))
+              for name, got in candidates.items()}
+    best = min(scored, key=lambda k: scored[k][0])
+    return best, {"method": best, "chosen_by": f"lowest median KL from the float model on {images}",
+                  "chosen_from": {k: {"median_kl": float(f"{kl:.4g}"), "top1_agreement": round(agree, 4)}
+                                  for k, (kl, agree) in scored.items()}}
+
+
 def run_flatbuffer(flat: bytes, samples, input_names: list[str] | None = None) -> list:
     """Outputs of a TFLite model (XNNPACK, as deployed) for every sample."""
     from ai_edge_litert.interpreter import Interpreter

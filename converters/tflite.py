@@ -110,22 +110,17 @@ def convert_keras(model, precision: Precision, calibration=None, io: str = "int8
                     return bytes(mlir_quantize(calibrated_flat, input_data_type=dtype, output_data_type=dtype))
 
                 if ranges == "auto":
-                    from converters.ranges import median_kl, run_flatbuffer
+                    from converters.ranges import choose_by_median_kl, run_flatbuffer
 
+                    images = list(samples())
                     reference: list = []
-                    both = refine_calibrated_model(flat, list(samples()), names, progress=progress,
-                                                   bar_file=bar_stream, method="both", outputs=reference)
-                    scored = {}
-                    for name, (cand, summary) in both.items():
-                        q = finish(cand, summary)
-                        got = run_flatbuffer(q, list(samples()), names)
-                        agree = float(np.mean([np.argmax(r[0]) == np.argmax(g[0]) for r, g in zip(reference, got)]))
-                        scored[name] = (median_kl(reference, got), agree, q, summary)
-                    best = min(scored, key=lambda k: scored[k][0])
-                    flat, summary = scored[best][2], dict(scored[best][3])
-                    summary["chosen_from"] = {k: {"median_kl": float(f"{v[0]:.4g}"), "top1_agreement": round(v[1], 4)}
-                                              for k, v in scored.items()}
-                    summary["chosen_by"] = "lowest median KL from the float model on the calibration images"
+                    both = refine_calibrated_model(flat, images, names, progress=progress, bar_file=bar_stream,
+                                                   method="both", outputs=reference)
+                    quantized = {name: finish(cand, summary) for name, (cand, summary) in both.items()}
+                    best, choice = choose_by_median_kl(
+                        reference, {name: run_flatbuffer(q, images, names) for name, q in quantized.items()},
+                        "the calibration images")
+                    flat, summary = quantized[best], {**both[best][1], **choice}
                 elif ranges != "minmax":
                     cand, summary = refine_calibrated_model(flat, list(samples()), names, progress=progress,
                                                             bar_file=bar_stream, method=ranges)
