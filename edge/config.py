@@ -90,6 +90,20 @@ class CellSpec:
     def name(self) -> str:
         return f"cell_{self.index:02d}_{self.kind.value}_{self.block_id}"
 
+    @property
+    def adjust(self) -> str:
+        """What Keras ``_adjust_block`` does to p: 'none', 'factorized' or 'projection'.
+
+        Keras compares the width only (``img_dim = -2``); the first cell reads its raw input as p.
+        """
+        if self.p_shape is None:
+            return "none"
+        if self.p_shape[1] != self.x_shape[1]:
+            return "factorized"
+        if self.p_shape[2] != self.filters:
+            return "projection"
+        return "none"
+
 
 @dataclass(frozen=True)
 class NASNetConfig:

@@ -17,7 +17,6 @@ from edge.config import BN_EPSILON, BN_MOMENTUM_KERAS, CellSpec, NASNetConfig, P
 from edge.genotypes import Combine, Op
 from edge.lowering import (Lowering, avg_correction, group_windows, is_twin_pool_block, needs_split,
                            split_for_concat, tap_groups)
-from edge.torch_model import adjust_kind
 from edge.weights import KerasWeights, WeightsError
 
 # Lowering in force while a model is being built (None: the reference network). Module state keeps the
@@ -250,7 +249,7 @@ def pool(x, op: Op, stride: int, name: str, pooling: Pooling, padded_cache: dict
 def cell(x, p, spec: CellSpec, pooling: Pooling):
     layers = _layers()
     g, f, bid, kind = spec.genotype, spec.filters, spec.block_id, spec.kind.value
-    adjust = adjust_kind(spec)
+    adjust = spec.adjust
     if p is None:
         p = x
     if adjust == "factorized":

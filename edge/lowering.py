@@ -204,11 +204,9 @@ def split_for_concat(items: list, limit: int = MAX_CONCAT_INPUTS) -> list[list]:
 
 def factorized_names(config: NASNetConfig) -> list[tuple[str, str, str]]:
     """(conv_1 name, conv_2 name, fused name) of every factorized reduction in the network."""
-    from edge.torch_model import adjust_kind
-
     out = []
     for spec in config.cells():
-        if adjust_kind(spec) == "factorized":
+        if spec.adjust == "factorized":
             b = spec.block_id
             out.append((f"adjust_conv_1_{b}", f"adjust_conv_2_{b}", f"adjust_conv_{b}{FUSED_SUFFIX}"))
         g = spec.genotype

@@ -329,20 +329,6 @@ def make_op(op: Op, cin: int, filters: int, stride: int, hw: tuple[int, int], na
 
 
 # ----------------------------------------------------------------------------- cell and network
-def adjust_kind(spec: CellSpec) -> str:
-    """What Keras ``_adjust_block`` does to p: 'none', 'factorized' or 'projection'.
-
-    Keras compares the width only (``img_dim = -2``); the first cell reads its raw input as p.
-    """
-    if spec.p_shape is None:
-        return "none"
-    if spec.p_shape[1] != spec.x_shape[1]:
-        return "factorized"
-    if spec.p_shape[2] != spec.filters:
-        return "projection"
-    return "none"
-
-
 class Cell(nn.Module):
     """One NASNet cell driven by its genotype (TF-slim ``NasNetABaseCell`` / Keras ``_*_a_cell``)."""
 
@@ -354,7 +340,7 @@ class Cell(nn.Module):
         self.genotype = g
         x_hw, x_c = spec.x_shape[:2], spec.x_shape[2]
         p_shape = spec.p_shape or spec.x_shape
-        adjust = adjust_kind(spec)
+        adjust = spec.adjust
         if adjust == "factorized":
             self.adjust = FactorizedReduce(p_shape[2], f, p_shape[:2], (f"adjust_conv_1_{bid}", f"adjust_conv_2_{bid}"),
                                            f"adjust_bn_{bid}", lowering)

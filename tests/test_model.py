@@ -254,3 +254,12 @@ def test_configurations_and_preprocessing_round_trip_exactly(name, tmp_path):
         save_toolkit_weights(tmp_path / "m.pt", model, {"labels": list("abcde")})
         src = resolve_weights(tmp_path / "m.pt")
         assert src.config == small_cfg and src.labels == list("abcde")
+
+
+def test_the_keras_builder_and_the_lowering_do_not_import_torch():
+    """Which earlier output a cell reads, and how it is adjusted, is decided once (``CellSpec.adjust``):
+    the lowering no longer imports the PyTorch builder, and the Keras side loads without PyTorch."""
+    code = ("import sys, edge.lowering, edge.keras_model; "
+            "print(sorted(m for m in ('torch', 'edge.torch_model') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
