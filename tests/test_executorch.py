@@ -221,8 +221,9 @@ def test_fp32_parts_stay_float_inside_the_single_delegate_partition(tmp_path):
     assert counts["int8"][0] > 5 and counts["int8"][1] == counts["int8"][0], counts
 
     images = np.random.default_rng(1).uniform(-1, 1, (4, 48, 48, 3)).astype(np.float32)
+    # (one range method: the 'auto' choice between two is tested in test_quantization.py)
     edge = export_program(model, (x,), Precision.INT8, image_tuples(images), "xnnpack", progress=False,
-                          float_modules=modules)
+                          float_modules=modules, ranges="mse")
     from converters.executorch import delegation_report
 
     report = delegation_report(edge)
@@ -241,3 +242,51 @@ def test_fp32_parts_stay_float_inside_the_single_delegate_partition(tmp_path):
                            only={"stem"}, fp32_parts=("stem", "cell_00"))
     assert [(p["name"], p["precision"]) for p in listing["parts"]] == [("stem", "fp32")]
     assert listing["parts"][0]["file"].endswith("_fp32.pte")
+
+
+def test_shared_node_provenance_keeps_the_history_and_the_program(tmp_path):
+    """The lowering speed-up (``shared_node_provenance``): upstream deep-copies a node's whole provenance
+    into every new NodeSource (torch 2.13; when this first assertion fails, upstream shares it and the
+    workaround can go); ours shares the same ancestors, and a program lowered with it is byte-identical."""
+    import contextlib
+    from unittest import mock
+
+    import torch
+    from torch.fx import traceback as fx_traceback
+
+    from converters.common import Precision
+    from converters.executorch import export_program, shared_node_provenance
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x))
+            return torch.cat([self.dw(y), torch.nn.functional.max_pool2d(y, 3, 1, 1)], 1).mean((2, 3))
+
+    gm = torch.export.export(Tiny().eval(), (torch.randn(1, 3, 16, 16),), strict=False).module()
+    node = next(n for n in gm.graph.nodes if n.op == "call_function")
+    node.meta["from_node"] = [fx_traceback.NodeSource(node, "first")]
+    deep = fx_traceback.NodeSource(node, "second")
+    with shared_node_provenance():
+        shared = fx_traceback.NodeSource(node, "second")
+    assert deep.from_node[0] is not node.meta["from_node"][0]  # upstream: a deep copy
+    assert shared.from_node[0] is node.meta["from_node"][0]  # ours: the same ancestor
+    assert shared.to_dict() == deep.to_dict() and len(node.meta["from_node"]) == 1
+
+    def program(share: bool) -> bytes:
+        torch.manual_seed(0)
+        model = Tiny().eval()
+        x = torch.randn(1, 3, 16, 16)
+        calib = [(torch.randn(1, 3, 16, 16),) for _ in range(4)]
+        if share:
+            edge = export_program(model, (x,), Precision.INT8, calib, "xnnpack", progress=False, ranges="mse")
+            return edge.to_executorch().buffer
+        with mock.patch("converters.executorch.shared_node_provenance", contextlib.nullcontext):
+            edge = export_program(model, (x,), Precision.INT8, calib, "xnnpack", progress=False, ranges="mse")
+            return edge.to_executorch().buffer
+
+    assert program(True) == program(False)
