@@ -42,13 +42,15 @@ RANGE_METHODS = ("auto", "mse", "mean", "minmax")
 
 def convert_keras(model, precision: Precision, calibration=None, io: str = "int8",
                   progress: bool = True, multi_input: bool = False, ranges: str = "auto",
-                  report: dict | None = None, input_range: tuple[float, float] | None = None) -> bytes:
+                  report: dict | None = None, input_range: tuple[float, float] | None = None,
+                  candidates: dict | None = None) -> bytes:
     """TFLite flatbuffer bytes for a Keras model.
 
     int8: ``ranges`` 'mse' quantizes activations with error-minimizing ranges (:mod:`converters.ranges`),
     'mean' with the mean of per-image ranges, 'auto' with whichever of the two keeps the int8 model closer
     to the float one on the calibration images, 'minmax' with the calibrator's own min/max. ``report``, if
-    given, receives what the range pass did.
+    given, receives what the range pass did; ``candidates``, if given, receives every candidate's flatbuffer
+    ('auto': {'mse': bytes, 'mean': bytes}, the same bytes 'mse' or 'mean' alone would give).
     ``input_range`` pins the input's quantization range (:mod:`converters.quantized_input`).
     """
     from edge.quiet import import_tensorflow
@@ -121,6 +123,8 @@ def convert_keras(model, precision: Precision, calibration=None, io: str = "int8
                         reference, {name: run_flatbuffer(q, images, names) for name, q in quantized.items()},
                         "the calibration images")
                     flat, summary = quantized[best], {**both[best][1], **choice}
+                    if candidates is not None:
+                        candidates.update(quantized)
                 elif ranges != "minmax":
                     cand, summary = refine_calibrated_model(flat, list(samples()), names, progress=progress,
                                                             bar_file=bar_stream, method=ranges)

@@ -175,16 +175,16 @@ def test_auto_ranges_choose_the_mean_when_one_calibration_input_has_massive_acti
     calibration[7] *= 30  # the massive one
     ordinary = rng.uniform(-1, 1, (32, 48, 48, 3)).astype(np.float32)
     reference = np.asarray(keras_model.predict(ordinary, verbose=0))
-    sqnr, reports = {}, {}
-    for method in ("mse", "auto"):
-        reports[method] = {}
+    auto, candidates = {}, {}
+    flat = convert_keras(keras_model, Precision.INT8, calibration, "float", progress=False, ranges="auto",
+                         report=auto, candidates=candidates)
+    assert auto["method"] == "mean" and set(auto["chosen_from"]) == set(candidates) == {"mse", "mean"}, auto
+    assert flat == candidates["mean"] and auto["tensors"] > 50
+    sqnr = {}
+    for method, model_bytes in (("mse", candidates["mse"]), ("auto", flat)):
         path = tmp_path / f"{method}.tflite"
-        path.write_bytes(convert_keras(keras_model, Precision.INT8, calibration, "float", progress=False,
-                                       ranges=method, report=reports[method]))
-        assert reports[method]["tensors"] > 50
+        path.write_bytes(model_bytes)
         sqnr[method] = compare(reference, LiteRTRunner(path).predict(ordinary))["logit_sqnr_db"]
-    auto = reports["auto"]
-    assert auto["method"] == "mean" and set(auto["chosen_from"]) == {"mse", "mean"}, auto
     assert auto["chosen_from"]["mean"]["median_kl"] < auto["chosen_from"]["mse"]["median_kl"]
     assert sqnr["auto"] > sqnr["mse"] + 6, sqnr
 
