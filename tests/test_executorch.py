@@ -244,6 +244,7 @@ def test_fp32_parts_stay_float_inside_the_single_delegate_partition(tmp_path):
     assert listing["parts"][0]["file"].endswith("_fp32.pte")
 
 
+@pytest.mark.slow  # exports a small program twice (tens of seconds)
 def test_shared_node_provenance_keeps_the_history_and_the_program(tmp_path):
     """The lowering speed-up (``shared_node_provenance``): upstream deep-copies a node's whole provenance
     into every new NodeSource (torch 2.13; when this first assertion fails, upstream shares it and the

@@ -154,6 +154,7 @@ def test_mean_ranges_keep_the_step_of_typical_images_when_one_image_has_massive_
     assert err(typical, *mean) < 0.1 * err(typical, *glob)
 
 
+@pytest.mark.slow  # converts a small network through TensorFlow (tens of seconds)
 def test_auto_ranges_choose_the_mean_when_one_calibration_input_has_massive_activations(tmp_path):
     """converters.tflite end to end on a small 1000-class NASNet (nothing Imagenette-specific): one of 24
     calibration inputs drives every tensor ~30x past the others, as one photo drives v1's cell 12. With the
