@@ -147,6 +147,12 @@ def compare(reference_logits: np.ndarray, logits: np.ndarray) -> dict:
             "logit_sqnr_db": float(sqnr), "max_abs_logit_diff": float(np.abs(ref - got).max())}
 
 
+def artifact_base(config, lowered: bool, name: str | None = None) -> str:
+    """The artifact name's stem for both converters: ``--name`` when given, else the configuration's name and
+    the form (``nasnet_mobile_edge``, ``nasnet_large_stock``, ...), never a hard-coded network."""
+    return name or f"{config.name}_{'edge' if lowered else 'stock'}"
+
+
 def agreement_threshold(x: float | None) -> float | None:
     if x is None:
         return None

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_gate,
-                               agreement_threshold,
+                               agreement_threshold, artifact_base,
                                check_output_dir, command_line, compare, load_images, now_iso, package_folder,
                                tool_versions, validation_table, write_json_atomic,
                                interval_warning)
@@ -625,7 +625,7 @@ def convert(args: argparse.Namespace) -> dict:
             ref_logits = reference(torch.from_numpy(np.ascontiguousarray(validation.batch.transpose(0, 3, 1, 2))))
         ref_logits = ref_logits.numpy()
 
-    base = args.name or f"nasnet_mobile_{'edge' if lowered else 'stock'}"
+    base = artifact_base(cfg, lowered, args.name)
     artifact = out_dir / f"{base}_{args.backend}_{precision.value}.pte"
     example = (torch.zeros(1, 3, cfg.input_size, cfg.input_size),)
 

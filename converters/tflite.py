@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_gate,
-                               agreement_threshold,
+                               agreement_threshold, artifact_base,
                                check_output_dir, command_line, compare, load_images, now_iso, package_folder,
                                tool_versions, validation_table, write_json_atomic,
                                interval_warning)
@@ -349,8 +349,7 @@ def convert(args: argparse.Namespace) -> dict:
             calibration = load_images(calib_dir, pre, limit=args.num_calibration, what="calibration",
                                       exclude={f.resolve() for f in validation.files})
 
-    name = args.name or (f"{cfg.name}_{'edge' if lowered else 'stock'}" if src.kind != "default"
-                         else f"nasnet_mobile_{'edge' if lowered else 'stock'}")
+    name = artifact_base(cfg, lowered, args.name)
     if gpu_target and not args.name:
         name += "_gpu"
     artifact = out_dir / f"{name}_{precision.value}.tflite"

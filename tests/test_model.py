@@ -263,3 +263,13 @@ def test_the_keras_builder_and_the_lowering_do_not_import_torch():
             "print(sorted(m for m in ('torch', 'edge.torch_model') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_artifact_names_come_from_the_configuration():
+    """Both converters name artifacts by the network they convert, not a hard-coded NASNet-Mobile."""
+    from converters.common import artifact_base
+    from edge.config import nasnet_large
+
+    assert artifact_base(nasnet_mobile(num_classes=10), lowered=True) == "nasnet_mobile_edge"
+    assert artifact_base(nasnet_large(), lowered=False) == "nasnet_large_stock"
+    assert artifact_base(nasnet_large(), lowered=True, name="mine") == "mine"
