@@ -184,8 +184,6 @@ def tflite_int8(tflite_dir) -> dict:
     return _convert_tflite(tflite_dir, "--int8")
 
 
-
-
 # The slowest artifacts (minutes each: the ExecuTorch exports, mostly single-threaded torch.export/FX passes,
 # and the TFLite conversions that only a few tests read) are made one after the other in a background
 # process chain, started as soon as the tests that need them are collected, so that they use the second

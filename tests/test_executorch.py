@@ -283,10 +283,8 @@ def test_shared_node_provenance_keeps_the_history_and_the_program(tmp_path):
         model = Tiny().eval()
         x = torch.randn(1, 3, 16, 16)
         calib = [(torch.randn(1, 3, 16, 16),) for _ in range(4)]
-        if share:
-            edge = export_program(model, (x,), Precision.INT8, calib, "xnnpack", progress=False, ranges="mse")
-            return edge.to_executorch().buffer
-        with mock.patch("converters.executorch.shared_node_provenance", contextlib.nullcontext):
+        upstream = mock.patch("converters.executorch.shared_node_provenance", contextlib.nullcontext)
+        with contextlib.nullcontext() if share else upstream:
             edge = export_program(model, (x,), Precision.INT8, calib, "xnnpack", progress=False, ranges="mse")
             return edge.to_executorch().buffer
 
