@@ -53,10 +53,34 @@ def package_folder(name: str) -> Path:
     return Path(str(resources.files("edge").joinpath(f"assets/{name}")))
 
 
+def precision_list(allowed: list[str]):
+    """argparse type of ``--precision``: one precision or a comma list of them, kept as the normalized string."""
+    def parse(text: str) -> str:
+        items = [t.strip().lower() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"invalid choice: {bad[0] if bad else text!r} (choose from "
+                                             f"{', '.join(allowed)}, or several joined by commas: fp32,fp16)")
+        return ",".join(dict.fromkeys(items))  # in order, once each
+    parse.__name__ = "precision"
+    return parse
+
+
+def precisions_of(args: argparse.Namespace) -> list[Precision]:
+    """The precisions ``--precision`` asked for, in order (fp32 when none)."""
+    precisions = [Precision(p) for p in (args.precision or "fp32").split(",")]
+    if len(precisions) > 1 and getattr(args, "cells", False):
+        raise ConversionError("--cells takes one precision at a time (its cells/cells.json lists one); run once "
+                              "per precision, each with its own --output")
+    return precisions
+
+
 def add_common_arguments(p: argparse.ArgumentParser, precisions: list[str]) -> None:
     p.add_argument("--weights", default="default",
                    help="'default' (bundled model), 'imagenet' (Keras cache), a Keras .h5 or a toolkit .pt")
-    p.add_argument("--precision", choices=precisions, default=None, help="default: fp32")
+    p.add_argument("--precision", type=precision_list(precisions), default=None, metavar="P[,P...]",
+                   help=f"{', '.join(precisions)}, or several at once (fp32,fp16): one artifact each, "
+                        "from one build of the model (default: fp32)")
     p.add_argument("--int8", dest="precision", action="store_const", const="int8", help="= --precision int8")
     p.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="= --precision fp16")
     p.add_argument("--output", type=Path, default=Path("artifacts"), help="output folder (default: artifacts/)")
@@ -277,11 +301,14 @@ def converter_main(build_parser, convert, argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def go() -> int:
-        v = convert(args)["validation"]
-        if v.get("passed") is False:
+        result = convert(args)
+        manifests = result if isinstance(result, list) else [result]  # several precisions: one each
+        failed = [m for m in manifests if m["validation"].get("passed") is False]
+        for m in failed:
+            v = m["validation"]
+            which = f" ({m['artifact']})" if len(manifests) > 1 and "artifact" in m else ""
             print(f"error: top-1 agreement {100 * v['top1_agreement']:.1f}% is below "
-                  f"--fail-under-agreement {100 * v['fail_under_agreement']:.1f}%", file=sys.stderr)
-            return 1
-        return 0
+                  f"--fail-under-agreement {100 * v['fail_under_agreement']:.1f}%{which}", file=sys.stderr)
+        return 1 if failed else 0
 
     return run_cli(go, verbose=args.verbose)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_gate,
-                               agreement_threshold, artifact_base,
+                               agreement_threshold, artifact_base, precisions_of,
                                check_output_dir, command_line, compare, load_images, now_iso, package_folder,
                                tool_versions, validation_table, write_json_atomic,
                                interval_warning)
@@ -584,7 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def convert(args: argparse.Namespace) -> dict:
+def convert(args: argparse.Namespace) -> dict | list[dict]:
+    """Run the export; returns the manifest (also written beside the program), or one per precision, in
+    order, when ``--precision`` names several."""
     import torch
 
     from edge.lowering import lowered_keras_weights
@@ -593,7 +595,10 @@ def convert(args: argparse.Namespace) -> dict:
     from edge.torch_model import build_torch_model
     from edge.weights import sha256
 
-    precision = Precision(args.precision or "fp32")
+    precisions = precisions_of(args)
+    if len(precisions) > 1:  # one after the other (nothing is shared yet: each export starts from the model)
+        return [convert(argparse.Namespace(**{**vars(args), "precision": p.value})) for p in precisions]
+    precision = precisions[0]
     threshold = agreement_threshold(args.fail_under_agreement)
     out_dir = check_output_dir(args.output)
     lowered = not args.no_lowering

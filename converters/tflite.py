@@ -17,12 +17,13 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_gate,
-                               agreement_threshold, artifact_base,
+                               agreement_threshold, artifact_base, precisions_of,
                                check_output_dir, command_line, compare, load_images, now_iso, package_folder,
                                tool_versions, validation_table, write_json_atomic,
                                interval_warning)
@@ -40,10 +41,64 @@ IO_TYPES = ("int8", "uint8", "float")
 RANGE_METHODS = ("auto", "mse", "mean", "minmax")
 
 
+class KerasExport:
+    """A Keras model's SavedModel, written and loaded once for several conversions of that model.
+
+    ``TFLiteConverter.from_keras_model(m).convert()`` (TensorFlow 2.21, ``lite.py``:
+    ``TFLiteKerasModelConverterV2._convert_keras_to_saved_model``) traces the Keras model into a SavedModel in
+    a new temporary folder, loads it back, converts it, and deletes it: on every call. For NASNet-Mobile that
+    is ~35 s of a ~45 s fp16 conversion (2-core VM, one thread), paid again for fp32, fp16 and dynamic of the
+    same model. :meth:`converter` returns the same converter, whose SavedModel step is the first call's, kept:
+    the flatbuffers are byte-identical to fresh conversions (pinned by tests/test_tflite.py). Private
+    attributes of the converter are set exactly as that method sets them; the test fails when they change.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self._dir: str | None = None
+        self._loaded = None  # (graph_def, input_tensors, output_tensors), trackable object
+
+    def converter(self):
+        import tensorflow as tf
+
+        conv = tf.lite.TFLiteConverter.from_keras_model(self.model)
+        write_and_load = conv._convert_keras_to_saved_model
+
+        def reuse(_output_dir):  # the converter's own temporary folder is left unused
+            if self._loaded is None:
+                import tempfile
+
+                self._dir = tempfile.mkdtemp(prefix="nasnet_edge_savedmodel_")
+                found = write_and_load(self._dir)
+                if found[0] is None:  # the export failed and the converter falls back: nothing to keep
+                    return found
+                self._loaded = found, conv._trackable_obj
+                return found
+            from tensorflow.python.saved_model import signature_constants, tag_constants
+
+            # what _convert_keras_to_saved_model sets after writing the SavedModel
+            conv.saved_model_dir = self._dir
+            conv._saved_model_tags = {tag_constants.SERVING}
+            conv._saved_model_exported_names = [signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY]
+            conv._parse_saved_model_args(always_enable_saved_model_import=conv.experimental_lower_to_saved_model)
+            found, conv._trackable_obj = self._loaded
+            return found
+
+        conv._convert_keras_to_saved_model = reuse
+        return conv
+
+    def close(self) -> None:
+        import shutil
+
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir, self._loaded = None, None
+
+
 def convert_keras(model, precision: Precision, calibration=None, io: str = "int8",
                   progress: bool = True, multi_input: bool = False, ranges: str = "auto",
                   report: dict | None = None, input_range: tuple[float, float] | None = None,
-                  candidates: dict | None = None) -> bytes:
+                  candidates: dict | None = None, export: KerasExport | None = None) -> bytes:
     """TFLite flatbuffer bytes for a Keras model.
 
     int8: ``ranges`` 'mse' quantizes activations with error-minimizing ranges (:mod:`converters.ranges`),
@@ -51,7 +106,8 @@ def convert_keras(model, precision: Precision, calibration=None, io: str = "int8
     to the float one on the calibration images, 'minmax' with the calibrator's own min/max. ``report``, if
     given, receives what the range pass did; ``candidates``, if given, receives every candidate's flatbuffer
     ('auto': {'mse': bytes, 'mean': bytes}, the same bytes 'mse' or 'mean' alone would give).
-    ``input_range`` pins the input's quantization range (:mod:`converters.quantized_input`).
+    ``input_range`` pins the input's quantization range (:mod:`converters.quantized_input`). ``export``, a
+    :class:`KerasExport` of ``model``, lets several conversions of one model share its SavedModel.
     """
     from edge.quiet import import_tensorflow
 
@@ -59,7 +115,9 @@ def convert_keras(model, precision: Precision, calibration=None, io: str = "int8
     import tensorflow as tf
     from tqdm import tqdm
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if export is not None and export.model is not model:
+        raise ValueError("convert_keras: export= is the KerasExport of another model")
+    conv = export.converter() if export is not None else tf.lite.TFLiteConverter.from_keras_model(model)
     if precision is Precision.FP16:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
@@ -303,20 +361,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def convert(args: argparse.Namespace) -> dict:
-    """Run one conversion; returns the manifest (also written beside the artifact)."""
+def convert(args: argparse.Namespace) -> dict | list[dict]:
+    """Run the conversion; returns the manifest (also written beside the artifact), or one manifest per
+    precision, in order, when ``--precision`` names several (``fp32,fp16,dynamic``).
+
+    Several precisions share what does not depend on the precision: the weights, the images, the Keras
+    reference and its predictions, and for the float ones (fp32, fp16, dynamic) the edge-form Keras model
+    and its SavedModel (:class:`KerasExport`), so each artifact after the first costs its conversion and
+    validation only. Each artifact is the same file a run with that precision alone writes.
+    """
     from edge.quiet import import_tensorflow
 
     quiet_tensorflow()
     from edge.runtime import _litert
 
     _litert()  # import LiteRT now: a Ctrl-C inside its import later would read as "no LiteRT runtime"
-    from edge.keras_model import build_keras_model, load_keras_weights
-    from edge.lowering import lowered_keras_weights
     from edge.models import resolve_weights
     from edge.torch_model import build_torch_model
 
-    precision = Precision(args.precision or "fp32")
+    precisions = precisions_of(args)
     threshold = agreement_threshold(args.fail_under_agreement)
     out_dir = check_output_dir(args.output)
     lowered = not args.no_lowering
@@ -324,10 +387,13 @@ def convert(args: argparse.Namespace) -> dict:
     if gpu_target and not lowered:
         raise ConversionError("--target gpu is a form of the edge form; the stock graph runs on LiteRT's GPU as it "
                               "is (docs/gpu.md): drop --target gpu or --no-lowering")
-    if gpu_target and precision not in (Precision.FP32, Precision.FP16):
-        raise ConversionError(f"--target gpu takes --precision fp32 or fp16, not {precision.value} (the GPU computes "
-                              "in float)")
-    stages = Stages((6 if args.cells else 5) + gpu_target)
+    for precision in precisions:
+        if gpu_target and precision not in (Precision.FP32, Precision.FP16):
+            raise ConversionError(f"--target gpu takes --precision fp32 or fp16, not {precision.value} (the GPU "
+                                  "computes in float)")
+    # load, reference; then per precision: build (int8 or the first float one), convert, validate, delegation
+    builds = int(Precision.INT8 in precisions) + int(any(p is not Precision.INT8 for p in precisions))
+    stages = Stages(2 + builds + len(precisions) * (3 + gpu_target + bool(args.cells)))
 
     with stages.stage("load weights"):
         src = resolve_weights(args.weights)
@@ -339,32 +405,88 @@ def convert(args: argparse.Namespace) -> dict:
         elif src.state_dict is not None:
             tm.load_state_dict(src.state_dict)
         weights = tm.keras_weights()
-        # int8: the quantized input holds the pixels exactly (converters/quantized_input.py)
-        grid = input_grid(pre) if precision is Precision.INT8 else None
         calib_dir = args.calibration or package_folder("calibration")
         val_dir = args.validation or package_folder("validation")
         validation = load_images(val_dir, pre, what="validation")
         calibration = None
-        if precision is Precision.INT8:
+        if Precision.INT8 in precisions:
             calibration = load_images(calib_dir, pre, limit=args.num_calibration, what="calibration",
                                       exclude={f.resolve() for f in validation.files})
 
-    name = artifact_base(cfg, lowered, args.name)
-    if gpu_target and not args.name:
-        name += "_gpu"
-    artifact = out_dir / f"{name}_{precision.value}.tflite"
+    from edge.keras_model import build_keras_model, load_keras_weights
 
-    with stages.stage(f"build Keras model ({'edge form' if lowered else 'stock graph'})"):
+    with stages.stage("build the Keras reference and predict the validation images"):
         import_tensorflow()
         reference = build_keras_model(cfg, classifier_activation=None)
         load_keras_weights(reference, weights)
-        model = reference
-        lowering, model_weights = None, weights
-        if lowered:
+        ref_logits = np.asarray(reference.predict(validation.batch, verbose=0, batch_size=16))
+
+    shared = _Shared(args, src, cfg, weights, reference, ref_logits, validation, calibration, lowered, gpu_target,
+                     out_dir, threshold, stages)
+    try:
+        manifests = [_convert_one(shared, precision) for precision in precisions]
+    finally:
+        for _, _, _, export in shared.forms.values():
+            if export is not None:
+                export.close()
+
+    print()
+    print(validation_table([(m["artifact"], m["validation"]) for m in manifests]))
+    for m in manifests:
+        val, delegation = m["validation"], m["delegation"]
+        if Precision(m["precision"]).quantized and (warning := interval_warning(val)):
+            log.warning(warning)
+        print(f"\nXNNPACK ({m['artifact']}): {delegation['partitions']} partition(s), {delegation['delegated_ops']}/"
+              f"{delegation['ops']} ops delegated, {delegation['fallback_ops']} on LiteRT kernels"
+              + (f" ({', '.join(f'{k} x{v}' for k, v in delegation['fallback'].items())})"
+                 if delegation['fallback'] else ""))
+        if m.get("delegation_gpu"):
+            from converters.gpu import summary_line
+
+            print(summary_line(m["delegation_gpu"]))
+        print(f"wrote {out_dir / m['artifact']} ({m['size_bytes'] / 1e6:.1f} MB) and {m['artifact']}.json")
+    return manifests[0] if len(manifests) == 1 else manifests
+
+
+@dataclass
+class _Shared:
+    """What every precision of one ``convert`` run reads: the source, the images, the Keras reference."""
+    args: argparse.Namespace
+    src: object
+    cfg: object
+    weights: dict
+    reference: object
+    ref_logits: np.ndarray
+    validation: object
+    calibration: object
+    lowered: bool
+    gpu_target: bool
+    out_dir: Path
+    threshold: float | None
+    stages: Stages
+    # input grid or None -> (Keras model, its weights, its lowering, its KerasExport or None)
+    forms: dict = field(default_factory=dict)
+
+
+def _form(shared: _Shared, precision: Precision):
+    """(model, weights, lowering, export) that ``precision`` converts, built once per form: int8 has its own
+    (the int8 edge form, its stem shifted to the input grid); the float precisions share one."""
+    key = "int8" if precision is Precision.INT8 else "float"
+    if key in shared.forms:
+        return shared.forms[key]
+    from edge.keras_model import build_keras_model, load_keras_weights
+    from edge.lowering import lowered_keras_weights
+
+    cfg, weights = shared.cfg, shared.weights
+    grid = input_grid(cfg.preprocessing) if precision is Precision.INT8 else None
+    with shared.stages.stage(f"build Keras model ({'edge form' if shared.lowered else 'stock graph'}"
+                             f"{', int8' if grid is not None else ''})"):
+        model, lowering, model_weights = shared.reference, None, weights
+        if shared.lowered:
             from edge.lowering import EDGE, EDGE_FLOAT
 
             lowering = EDGE if precision is Precision.INT8 else EDGE_FLOAT
-            if gpu_target:
+            if shared.gpu_target:
                 from edge.lowering import GPU as lowering
             model_weights = lowered_keras_weights(weights, cfg, lowering)
             if grid is not None:
@@ -375,7 +497,25 @@ def convert(args: argparse.Namespace) -> dict:
             model_weights = shift_stem_input(weights, grid.delta)
             model = build_keras_model(cfg, classifier_activation=None)
             load_keras_weights(model, model_weights)
-        ref_logits = np.asarray(reference.predict(validation.batch, verbose=0, batch_size=16))
+    # the float form is converted once per float precision: export its SavedModel once
+    export = KerasExport(model) if key == "float" else None
+    shared.forms[key] = (model, model_weights, lowering, export)
+    return shared.forms[key]
+
+
+def _convert_one(shared: _Shared, precision: Precision) -> dict:
+    args, cfg, src, stages = shared.args, shared.cfg, shared.src, shared.stages
+    timings_before = set(stages.timings)
+    pre, lowered, gpu_target, validation = cfg.preprocessing, shared.lowered, shared.gpu_target, shared.validation
+    model, model_weights, lowering, export = _form(shared, precision)
+    # int8: the quantized input holds the pixels exactly (converters/quantized_input.py)
+    grid = input_grid(pre) if precision is Precision.INT8 else None
+    calibration = shared.calibration if precision is Precision.INT8 else None
+
+    name = artifact_base(cfg, lowered, args.name)
+    if gpu_target and not args.name:
+        name += "_gpu"
+    artifact = shared.out_dir / f"{name}_{precision.value}.tflite"
     # what the artifact takes: the same images on its input grid (x + delta), for calibration and validation
     shift = np.float32(grid.delta) if grid is not None else np.float32(0)
     calib_batch = calibration.batch + shift if calibration is not None else None
@@ -383,7 +523,8 @@ def convert(args: argparse.Namespace) -> dict:
     with stages.stage(f"convert to {precision.value}" + (" (calibrating)" if calibration is not None else "")):
         ranges_report: dict = {}
         flat = convert_keras(model, precision, calib_batch, args.io, ranges=args.activation_ranges,
-                             report=ranges_report, input_range=grid.range if grid is not None else None)
+                             report=ranges_report, input_range=grid.range if grid is not None else None,
+                             export=export)
 
     embedded = {"format": "tflite", "model": cfg.name, "precision": precision.value, "lowered": lowered,
                 "labels": src.labels, "preprocessing": (grid.preprocessing if grid else pre).to_dict(),
@@ -397,18 +538,18 @@ def convert(args: argparse.Namespace) -> dict:
     tmp = artifact.with_name("." + artifact.name + ".tmp")
     try:
         tmp.write_bytes(embed_metadata(flat, embedded, src.labels))
-        with stages.stage("validate on held-out images"):
+        with stages.stage(f"validate {precision.value} on held-out images"):
             runner = LiteRTRunner(tmp, threads=2)
             logits = runner.predict(validation.batch + shift)
-            val = compare(ref_logits, logits)
-        with stages.stage("delegation report"):
+            val = compare(shared.ref_logits, logits)
+        with stages.stage(f"delegation report ({precision.value})"):
             delegation = delegation_report(tmp)
             histogram = op_histogram(tmp)
         gpu = None
         if gpu_target:
             from converters.gpu import gpu_report
 
-            with stages.stage("GPU delegation report"):
+            with stages.stage(f"GPU delegation report ({precision.value})"):
                 n = max(0, args.gpu_images)
                 gpu = gpu_report(tmp, validation.batch[:n], logits[:n])
                 if gpu["pad_pool_pairs"]:
@@ -437,28 +578,18 @@ def convert(args: argparse.Namespace) -> dict:
         **({"delegation_gpu": gpu} if gpu is not None else {}),
         "size_bytes": artifact.stat().st_size, "sha256": sha256(artifact),
         "tools": tool_versions("tensorflow-cpu", "ai-edge-litert", "keras", "torch", "numpy"),
-        "stage_seconds": stages.timings,
+        # the run's shared stages (load, reference), then this artifact's own (with the form's build if it was
+        # built for it)
+        "stage_seconds": {**{k: stages.timings[k] for k in list(stages.timings)[:2]},
+                          **{k: v for k, v in stages.timings.items() if k not in timings_before}},
     }
-    manifest["validation"].update(agreement_gate(val, threshold))
+    manifest["validation"].update(agreement_gate(val, shared.threshold))
     if args.cells:
-        with stages.stage("per-cell export"):
-            cells = export_cells(cfg, model_weights, lowering, precision, calib_batch, args.io, out_dir, model,
+        with stages.stage(f"per-cell export ({precision.value})"):
+            cells = export_cells(cfg, model_weights, lowering, precision, calib_batch, args.io, shared.out_dir, model,
                                  ranges=ranges_report.get("method", args.activation_ranges))
         manifest["cells"] = {"folder": "cells", "manifest": "cells/cells.json", "count": len(cells["parts"])}
     write_json_atomic(artifact.with_name(artifact.name + ".json"), manifest)
-
-    print()
-    print(validation_table([(artifact.name, val)]))
-    if val and precision.quantized and (warning := interval_warning(val)):
-        log.warning(warning)
-    print(f"\nXNNPACK: {delegation['partitions']} partition(s), {delegation['delegated_ops']}/{delegation['ops']} ops "
-          f"delegated, {delegation['fallback_ops']} on LiteRT kernels"
-          + (f" ({', '.join(f'{k} x{v}' for k, v in delegation['fallback'].items())})" if delegation['fallback'] else ""))
-    if manifest.get("delegation_gpu"):
-        from converters.gpu import summary_line
-
-        print(summary_line(manifest["delegation_gpu"]))
-    print(f"wrote {artifact} ({artifact.stat().st_size / 1e6:.1f} MB) and {artifact.name}.json")
     return manifest
 
 

@@ -199,11 +199,15 @@ def model_metadata(manifest: dict, labels: list[str], io_type: str) -> bytes:
 
 
 def associated_files_zip(labels: list[str], manifest: dict) -> bytes:
-    """``labels.txt`` and ``manifest.json`` as the zip appended to the model (stored, not deflated)."""
+    """``labels.txt`` and ``manifest.json`` as the zip appended to the model (stored, not deflated), with a
+    fixed timestamp so that the same conversion writes the same bytes."""
     z = io.BytesIO()
     with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr(LABELS_FILE, "\n".join(labels) + "\n")
-        zf.writestr(MANIFEST_FILE, json.dumps(manifest, indent=1, sort_keys=True))
+        for name, text in ((LABELS_FILE, "\n".join(labels) + "\n"),
+                           (MANIFEST_FILE, json.dumps(manifest, indent=1, sort_keys=True))):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, text)
     return z.getvalue()
 
 

@@ -190,15 +190,19 @@ def tflite_int8(tflite_dir) -> dict:
 # core while the tests on the main process use the first; the tests that need them run last. Each job is
 # the real command line, as a user runs it. {calibration_with_a_broken_file} is made before its job starts.
 _JOBS: dict[str, tuple[str, list[str]]] = {
-    "tflite_fp32": ("converters.tflite", ["--precision", "fp32"]),
+    # the three float artifacts in one run, as a user makes them all at once (one build, one SavedModel)
+    "tflite_float": ("converters.tflite", ["--precision", "fp32,fp16,dynamic"]),
     "pte_int8": ("converters.executorch", ["--int8", "--num-calibration", "48"]),
     "pte_fp32": ("converters.executorch", ["--precision", "fp32"]),
     # the stock graph's int8 pins where upstream XNNPACK falls back (delegation, not accuracy): the calibrator's
     # own ranges, so the job does not quantize twice for the 'auto' choice
     "tflite_stock_int8": ("converters.tflite", ["--int8", "--no-lowering", "--activation-ranges", "minmax"]),
     "tflite_int8_again": ("converters.tflite", ["--int8", "--calibration", "{calibration_with_a_broken_file}"]),
-    "tflite_fp16": ("converters.tflite", ["--precision", "fp16"]),
-    "tflite_dynamic": ("converters.tflite", ["--precision", "dynamic"]),
+}
+# session fixtures -> (the background job that makes their artifact, its precision when the job makes several)
+_FIXTURE_JOBS: dict[str, tuple[str, str | None]] = {
+    **{name: (name, None) for name in _JOBS if name != "tflite_float"},
+    **{f"tflite_{p}": ("tflite_float", p) for p in ("fp32", "fp16", "dynamic")},
 }
 _job_done: dict = {}  # name -> threading.Event, set when its job has finished
 _job_rc: dict = {}
@@ -255,9 +259,9 @@ def _run_chain(names: list[str], out: Path) -> None:
             _job_done[name].set()
 
 
-def background_manifest(name: str) -> dict:
+def background_manifest(name: str, precision: str | None = None) -> dict:
     """The manifest of the background job ``name`` (started at collection), waiting for it; ``_path`` is
-    the artifact's path."""
+    the artifact's path. ``precision`` picks one artifact of a job that makes several."""
     import json
 
     import tempfile
@@ -277,8 +281,10 @@ def background_manifest(name: str) -> dict:
         assert _job_rc[name] == 0, (f"python -m {_JOBS[name][0]} {' '.join(_job_args(out, name))} failed "
                                     f"({_job_rc[name]}):\n{log[-3000:]}")
     folder = _job_output(out, name)
-    precision = {"pte_int8": "int8", "pte_fp32": "fp32"}.get(name)
-    pattern = f"*_{precision}.pte.json" if precision else "*.tflite.json"
+    if _JOBS[name][0] == "converters.executorch":
+        pattern = f"*_{name.removeprefix('pte_')}.pte.json"
+    else:
+        pattern = f"*_{precision}.tflite.json" if precision else "*.tflite.json"
     found = sorted(folder.glob(pattern))
     assert len(found) == 1, (name, found)
     manifest = json.loads(found[0].read_text())
@@ -287,7 +293,7 @@ def background_manifest(name: str) -> dict:
 
 # Fixtures that convert, export or build a real NASNet-Mobile (minutes, or tens of seconds): a test that uses one
 # is marked slow, so `-m "not slow"` (the fast subset, README) leaves it out without anyone having to remember.
-SLOW_FIXTURES = {"tflite_int8", "tflite_fp32", "tflite_dir", *_JOBS,
+SLOW_FIXTURES = {"tflite_int8", "tflite_dir", *_FIXTURE_JOBS,
                  "keras_reference", "official_h5", "official_no_top_h5", "small_tflite_cells", "tiny_imagenette",
                  "bad", "small_gpu"}
 
@@ -302,12 +308,13 @@ def pytest_collection_modifyitems(session, config, items):
     result = yield
     # after -k / -m: a subset starts only the background jobs its selected tests need
 
-    def uses_background(item) -> bool:
-        return any(n in getattr(item, "fixturenames", ()) for n in _JOBS)
+    def jobs_of(item) -> set[str]:
+        return {_FIXTURE_JOBS[f][0] for f in getattr(item, "fixturenames", ()) if f in _FIXTURE_JOBS}
 
     # tests that wait for the background jobs run last, so the wait overlaps the rest of the suite
-    items[:] = [i for i in items if not uses_background(i)] + [i for i in items if uses_background(i)]
-    needed = [n for n in _JOBS if any(n in getattr(item, "fixturenames", ()) for item in items)]
+    items[:] = [i for i in items if not jobs_of(i)] + [i for i in items if jobs_of(i)]
+    used = set().union(*map(jobs_of, items)) if items else set()
+    needed = [n for n in _JOBS if n in used]
     if not needed or config.getoption("collectonly"):
         return result
     out = Path(tempfile.mkdtemp(prefix="nasnet_jobs_"))
@@ -385,7 +392,7 @@ def tflite_fp32(tflite_dir) -> dict:
     """The fp32 edge form, as a user makes it, beside the main job's int8 in ``tflite_dir`` (made in the chain)."""
     import shutil
 
-    m = background_manifest("tflite_fp32")
+    m = background_manifest("tflite_float", "fp32")
     src = Path(m["_path"])
     for f in (src, src.with_name(src.name + ".json")):
         if not (tflite_dir / f.name).exists():
@@ -401,9 +408,9 @@ def tflite_int8_again() -> dict:
 
 @pytest.fixture(scope="session")
 def tflite_fp16() -> dict:
-    return background_manifest("tflite_fp16")
+    return background_manifest("tflite_float", "fp16")
 
 
 @pytest.fixture(scope="session")
 def tflite_dynamic() -> dict:
-    return background_manifest("tflite_dynamic")
+    return background_manifest("tflite_float", "dynamic")

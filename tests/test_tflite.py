@@ -171,6 +171,76 @@ def test_agreement_gate_sets_the_exit_status(agreement, flag, status, capsys):
         assert err == ""
 
 
+def test_the_gate_checks_every_artifact_of_a_several_precision_run(capsys):
+    """``--precision fp32,dynamic`` returns one manifest each: a failing one is named, and fails the run."""
+    from converters.common import agreement_gate, converter_main
+    from converters.tflite import build_parser
+
+    def stand_in_convert(args):  # a stand-in conversion: two measured agreements, the real gate
+        assert args.precision == "fp32,dynamic"
+        return [{"artifact": f"m_{p}.tflite", "validation": {"top1_agreement": a, **agreement_gate(
+            {"top1_agreement": a}, 0.97)}} for p, a in (("fp32", 1.0), ("dynamic", 0.96))]
+
+    rc = converter_main(build_parser, stand_in_convert, ["--precision", "fp32,dynamic", "--fail-under-agreement", "97"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err == "error: top-1 agreement 96.0% is below --fail-under-agreement 97.0% (m_dynamic.tflite)"
+
+
+def test_precision_lists_are_parsed_in_order_and_checked():
+    import argparse
+
+    from converters import executorch, tflite
+    from converters.common import ConversionError, Precision, precisions_of
+
+    args = tflite.build_parser().parse_args(["--precision", "FP16, fp32,fp16"])
+    assert args.precision == "fp16,fp32" and precisions_of(args) == [Precision.FP16, Precision.FP32]
+    assert precisions_of(tflite.build_parser().parse_args([])) == [Precision.FP32]
+    assert precisions_of(tflite.build_parser().parse_args(["--int8"])) == [Precision.INT8]
+    with pytest.raises(SystemExit):  # argparse: 'invalid choice', exit 2
+        tflite.build_parser().parse_args(["--precision", "fp32,int4"])
+    with pytest.raises(SystemExit):  # ExecuTorch has no dynamic-range precision
+        executorch.build_parser().parse_args(["--precision", "fp32,dynamic"])
+    with pytest.raises(ConversionError, match="--cells takes one precision at a time"):
+        precisions_of(argparse.Namespace(precision="fp32,fp16", cells=True))
+
+
+def test_one_savedmodel_serves_every_float_precision_with_the_same_bytes():
+    """``KerasExport``: fp32, fp16 and dynamic of one Keras model convert from one SavedModel (written once,
+    not once per conversion) into the very flatbuffers fresh conversions give. Pins the TensorFlow converter's
+    private SavedModel step this relies on (TensorFlow 2.21)."""
+    from unittest import mock
+
+    import keras
+
+    from converters.common import Precision
+    from converters.tflite import KerasExport, convert_keras
+
+    inp = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inp)
+    x = keras.layers.DepthwiseConv2D(3)(x)
+    out = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    # keras.export.ExportArchive() is a TFExportArchive, whose write_out is SavedModelExportArchive's (Keras 3.x)
+    from keras.src.export.saved_model_export_archive import SavedModelExportArchive as archive
+
+    precisions = (Precision.FP32, Precision.FP16, Precision.DYNAMIC)
+    with mock.patch.object(archive, "write_out", autospec=True, side_effect=archive.write_out) as written:
+        export = KerasExport(model)
+        shared = {p: convert_keras(model, p, export=export) for p in precisions}
+        assert written.call_count == 1
+        folder = Path(export._dir)
+        assert (folder / "saved_model.pb").is_file()
+        fresh = {p: convert_keras(model, p) for p in precisions}
+        assert written.call_count == 1 + len(precisions)
+    export.close()
+    assert not folder.exists()
+    for p in precisions:
+        assert shared[p] == fresh[p], p
+    assert len({*shared.values()}) == 3  # three different artifacts, not one thrice
+    with pytest.raises(ValueError, match="another model"):
+        convert_keras(keras.Model(inp, out), Precision.FP32, export=KerasExport(model))
+
+
 def test_agreement_gate_is_recorded_in_the_manifest():
     from converters.common import agreement_gate
 
