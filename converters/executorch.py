@@ -304,13 +304,107 @@ def shared_node_provenance():
         cls.__init__ = original
 
 
+def _call_targets(gm) -> set | None:
+    """The call_function targets of ``gm`` (edge ops as their ATen overloads too); None when it has control-flow
+    submodules (not looked into: nothing is skipped for such graphs)."""
+    from executorch.exir.graph_module import get_control_flow_submodules
+
+    if get_control_flow_submodules(gm):
+        return None
+    found = set()
+    for n in gm.graph.nodes:
+        if n.op == "call_function":
+            found.add(n.target)
+            found.add(getattr(n.target, "_op", n.target))
+    return found
+
+
+def _xnnpack_pass_changes_nothing(transform_pass, ep) -> bool:
+    """Whether an XNNPACK pass has nothing to rewrite in ``ep``: only for the passes below, each read from its
+    source (executorch 1.5.1, ``backends/xnnpack/_passes``), and only when the graph lacks what it rewrites."""
+    name = type(transform_pass).__name__
+    targets = _call_targets(ep.graph_module)
+    if targets is None:
+        return False
+    if name in ("ConvertToSDPAPass", "ConvertToUpsampleBilinear2d"):
+        # they rewrite subgraphs that match their pattern graphs (SubgraphMatcher: every pattern node's target
+        # must occur): no pattern whose ops all occur, no match
+        from executorch.backends.xnnpack.partition.graphs import bilinear_2d, sdpa
+
+        patterns = sdpa.get_graphs() if name == "ConvertToSDPAPass" else list(bilinear_2d.get_graphs_dict())
+        return not any({n.target for n in pat.graph.nodes if n.op == "call_function"} <= targets
+                       for pat in patterns)
+    if name == "Conv1dUnsqueezePass":  # rewrites convolutions with a rank-3 (1-D) kernel: a 3-D output
+        convs = [n for n in ep.graph_module.graph.nodes if n.op == "call_function"
+                 and getattr(n.target, "__name__", "") == "aten.convolution.default"]
+        return all(hasattr(n.meta.get("val"), "shape") and len(n.meta["val"].shape) != 3 for n in convs)
+    if name == "PReLUReshapePass":  # rewrites _prelu_kernel nodes
+        from executorch.exir.dialects._ops import ops as exir_ops
+
+        return exir_ops.edge.aten._prelu_kernel.default not in targets
+    if name == "DimOrderOpsRevertPass":  # rewrites the dim-order ops of MemoryFormatOpsMap
+        from executorch.exir.passes.memory_format_ops_pass import MemoryFormatOpsMap
+
+        return not any(op in targets for op in MemoryFormatOpsMap)
+    return False
+
+
+@contextlib.contextmanager
+def skip_no_op_lowering_steps(skipped: list | None = None):
+    """Steps of ExecuTorch's lowering that cannot change the program, skipped (each appended to ``skipped``).
+
+    Upstream (executorch 1.5.1) re-traces the whole graph in steps that find nothing to do in NASNet:
+    - ``_gen_edge_manager_for_partitioners`` (``exir/program/_program.py``) runs ``run_decompositions`` three
+      times for a partitioner with ``check_op_support`` (XNNPACK's); the last one, with the full default table
+      after the preserved ops are renamed, finds no op of its table in the graph. Upstream already skips such
+      a call on its other path ("safe to skip when none of those targets occur in the graph",
+      ``contains_any_call_fn_target_op``); this applies the same rule to every ``run_decompositions`` call
+      with a non-empty table during the lowering.
+    - XNNPACK's pass manager (``backends/xnnpack/_passes/__init__.py``) runs each pass through ``_transform``,
+      which re-traces the graph (fake tensors, a new ExportedProgram) even when the pass matched nothing:
+      about 2 s a pass on the small test network. SDPA, bilinear upsampling, 1-D convolution, PReLU and
+      dim-order passes are skipped when the graph has none of what they rewrite (:func:`_xnnpack_pass_changes_nothing`).
+    Measured on the small test network's int8 lowering, one thread: see docs/lowering.md section 5. The
+    program is byte-identical with and without (pinned by tests/test_executorch.py).
+    """
+    import torch.export.exported_program as ep_module
+    from executorch.backends.xnnpack import _passes as xnnpack_passes
+    from executorch.exir.graph_module import contains_any_call_fn_target_op
+
+    skipped = [] if skipped is None else skipped
+    cls = ep_module.ExportedProgram
+    original_decompose = cls.run_decompositions
+    original_transform = xnnpack_passes._transform
+
+    def run_decompositions(self, decomp_table=None, *args, **kwargs):
+        if decomp_table and not args and not kwargs \
+                and not contains_any_call_fn_target_op(self.graph_module, decomp_table):
+            skipped.append(f"run_decompositions ({len(decomp_table)} ops, none in the graph)")
+            return self
+        return original_decompose(self, decomp_table, *args, **kwargs)
+
+    def transform(ep, transform_pass, *args, **kwargs):
+        if not args and not kwargs and _xnnpack_pass_changes_nothing(transform_pass, ep):
+            skipped.append(type(transform_pass).__name__)
+            return ep
+        return original_transform(ep, transform_pass, *args, **kwargs)
+
+    cls.run_decompositions = run_decompositions
+    xnnpack_passes._transform = transform
+    try:
+        yield skipped
+    finally:
+        cls.run_decompositions = original_decompose
+        xnnpack_passes._transform = original_transform
+
+
 def export_program(model, example: tuple, precision: Precision, calibration, backend: str,
                    progress: bool = True, float_modules: tuple[str, ...] = (), ranges: str = "auto"):
     """ExecuTorch edge program of ``model`` lowered to ``backend``.
 
     ``example``: a tuple of input tensors; ``calibration`` (int8): a sequence of such tuples, one per image.
     """
-    with shared_node_provenance():
+    with shared_node_provenance(), skip_no_op_lowering_steps():
         return _export_program(model, example, precision, calibration, backend, progress, float_modules, ranges)
 
 

@@ -165,31 +165,26 @@ def assert_one_line_error(result) -> None:
 
 
 @pytest.fixture(scope="session")
-def tflite_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tflite")
-
-
-def _convert_tflite(out: Path, *args: str) -> dict:
-    import json
-
-    from converters.tflite import build_parser, convert
-
-    manifest = convert(build_parser().parse_args(["--output", str(out), *args]))
-    return json.loads((out / (manifest["artifact"] + ".json")).read_text())
+def tflite_int8() -> dict:
+    """The main job, as the README runs it (``python -m converters.tflite --int8``): edge form, full int8,
+    default model; the first job of the background chain."""
+    return background_manifest("tflite_int8", "int8")
 
 
 @pytest.fixture(scope="session")
-def tflite_int8(tflite_dir) -> dict:
-    """The main job, as the README runs it: edge form, full int8, default model."""
-    return _convert_tflite(tflite_dir, "--int8")
+def tflite_dir(tflite_int8) -> Path:
+    """The main job's output folder (the fp32 edge artifact is copied in beside it by ``tflite_fp32``)."""
+    return Path(tflite_int8["_path"]).parent
 
 
-# The slowest artifacts (minutes each: the ExecuTorch exports, mostly single-threaded torch.export/FX passes,
-# and the TFLite conversions that only a few tests read) are made one after the other in a background
-# process chain, started as soon as the tests that need them are collected, so that they use the second
-# core while the tests on the main process use the first; the tests that need them run last. Each job is
-# the real command line, as a user runs it. {calibration_with_a_broken_file} is made before its job starts.
+# The slowest artifacts (minutes each: the main job, the ExecuTorch exports, mostly single-threaded
+# torch.export/FX passes, and the TFLite conversions that only a few tests read) are made one after the other
+# in a background process chain, started as soon as the tests that need them are collected, so that they use
+# the second core while the tests on the main process use the first; the tests that need them run last. Each
+# job is the real command line, as a user runs it. {calibration_with_a_broken_file} is made before its job
+# starts.
 _JOBS: dict[str, tuple[str, list[str]]] = {
+    "tflite_int8": ("converters.tflite", ["--int8"]),  # the main job, first: most of the tail tests read it
     # the three float artifacts in one run, as a user makes them all at once (one build, one SavedModel)
     "tflite_float": ("converters.tflite", ["--precision", "fp32,fp16,dynamic"]),
     "pte_int8": ("converters.executorch", ["--int8", "--num-calibration", "48"]),
@@ -197,12 +192,16 @@ _JOBS: dict[str, tuple[str, list[str]]] = {
     # the stock graph's int8 pins where upstream XNNPACK falls back (delegation, not accuracy): the calibrator's
     # own ranges, so the job does not quantize twice for the 'auto' choice
     "tflite_stock_int8": ("converters.tflite", ["--int8", "--no-lowering", "--activation-ranges", "minmax"]),
-    "tflite_int8_again": ("converters.tflite", ["--int8", "--calibration", "{calibration_with_a_broken_file}"]),
+    # the main job again, from the same photos in a folder that also holds a broken file, with the range method
+    # the main job's 'auto' chose ('auto' gives the bytes that method alone gives: one quantization, not two)
+    "tflite_int8_again": ("converters.tflite", ["--int8", "--calibration", "{calibration_with_a_broken_file}",
+                                                "--activation-ranges", "{main_job_ranges}"]),
 }
 # session fixtures -> (the background job that makes their artifact, its precision when the job makes several)
 _FIXTURE_JOBS: dict[str, tuple[str, str | None]] = {
     **{name: (name, None) for name in _JOBS if name != "tflite_float"},
     **{f"tflite_{p}": ("tflite_float", p) for p in ("fp32", "fp16", "dynamic")},
+    "tflite_dir": ("tflite_int8", None),
 }
 _job_done: dict = {}  # name -> threading.Event, set when its job has finished
 _job_rc: dict = {}
@@ -228,7 +227,14 @@ def _job_args(out: Path, name: str) -> list[str]:
         for f in shipped_photos("calibration"):
             (calib / f.name).write_bytes(f.read_bytes())
         (calib / "broken.jpg").write_bytes(b"not a jpeg")
-        args = [a.format(calibration_with_a_broken_file=calib) for a in args]
+        args = [a.replace("{calibration_with_a_broken_file}", str(calib)) for a in args]
+    if "{main_job_ranges}" in args:  # read when the job starts: the main job, earlier in the chain, has finished
+        import json
+
+        found = sorted(_job_output(out, "tflite_int8").glob("*_int8.tflite.json"))
+        assert found, "the main job's manifest is missing: it runs before this job"
+        method = json.loads(found[0].read_text())["calibration"]["activation_ranges"]["method"]
+        args = [method if a == "{main_job_ranges}" else a for a in args]
     return ["--output", str(_job_output(out, name)), *args]
 
 
@@ -293,7 +299,7 @@ def background_manifest(name: str, precision: str | None = None) -> dict:
 
 # Fixtures that convert, export or build a real NASNet-Mobile (minutes, or tens of seconds): a test that uses one
 # is marked slow, so `-m "not slow"` (the fast subset, README) leaves it out without anyone having to remember.
-SLOW_FIXTURES = {"tflite_int8", "tflite_dir", *_FIXTURE_JOBS,
+SLOW_FIXTURES = {*_FIXTURE_JOBS,
                  "keras_reference", "official_h5", "official_no_top_h5", "small_tflite_cells", "tiny_imagenette",
                  "bad", "small_gpu"}
 

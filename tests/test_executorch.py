@@ -244,6 +244,74 @@ def test_fp32_parts_stay_float_inside_the_single_delegate_partition(tmp_path):
     assert listing["parts"][0]["file"].endswith("_fp32.pte")
 
 
+@pytest.mark.slow  # exports small programs twice each (tens of seconds)
+def test_skipped_lowering_steps_are_no_ops_and_the_rest_still_run():
+    """``skip_no_op_lowering_steps``: the decomposition and XNNPACK passes it skips change nothing (the same
+    program bytes with and without it), and a graph that has what a pass rewrites (a 1-D convolution) still
+    gets that pass. When upstream stops re-tracing for passes that match nothing, the list of
+    skips can go (the bytes will still agree)."""
+    import contextlib
+    from unittest import mock
+
+    import torch
+
+    from converters.common import Precision
+    from converters.executorch import export_program, skip_no_op_lowering_steps
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x))
+            return torch.cat([self.dw(y), torch.nn.functional.max_pool2d(y, 3, 1, 1)], 1).mean((2, 3))
+
+    class WithConv1d(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(3, 8, 3, padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.conv(x)).mean(2)
+
+    class WithPReLU(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.act = torch.nn.PReLU(8)
+
+        def forward(self, x):
+            return self.act(self.conv(x)).mean((2, 3))
+
+    def program(make, shape, precision, skip: bool) -> tuple[bytes, list]:
+        torch.manual_seed(0)
+        model, skipped = make().eval(), []
+        calib = [(torch.randn(*shape),) for _ in range(4)] if precision is Precision.INT8 else None
+        real = skip_no_op_lowering_steps
+        ours = mock.patch("converters.executorch.skip_no_op_lowering_steps", lambda: real(skipped))
+        upstream = mock.patch("converters.executorch.skip_no_op_lowering_steps", contextlib.nullcontext)
+        with ours if skip else upstream:
+            edge = export_program(model, (torch.randn(*shape),), precision, calib, "xnnpack", progress=False,
+                                  ranges="mse")
+            return edge.to_executorch().buffer, skipped
+
+    fast, skipped = program(Tiny, (1, 3, 16, 16), Precision.INT8, True)
+    assert fast == program(Tiny, (1, 3, 16, 16), Precision.INT8, False)[0]
+    assert {"ConvertToSDPAPass", "ConvertToUpsampleBilinear2d", "Conv1dUnsqueezePass", "PReLUReshapePass",
+            "DimOrderOpsRevertPass"} <= set(skipped), skipped
+    assert any(s.startswith("run_decompositions") for s in skipped), skipped
+
+    fast, skipped = program(WithConv1d, (1, 3, 16), Precision.FP32, True)
+    assert "Conv1dUnsqueezePass" not in skipped and "ConvertToSDPAPass" in skipped, skipped
+    assert fast == program(WithConv1d, (1, 3, 16), Precision.FP32, False)[0]
+    # PReLUReshapePass rewrites aten._prelu_kernel, which nn.PReLU no longer exports as (torch 2.13: aten.prelu,
+    # which XNNPACK takes as it is): skipped, and the program is the same
+    fast, skipped = program(WithPReLU, (1, 3, 16, 16), Precision.FP32, True)
+    assert "PReLUReshapePass" in skipped and fast == program(WithPReLU, (1, 3, 16, 16), Precision.FP32, False)[0]
+
+
 @pytest.mark.slow  # exports a small program twice (tens of seconds)
 def test_shared_node_provenance_keeps_the_history_and_the_program(tmp_path):
     """The lowering speed-up (``shared_node_provenance``): upstream deep-copies a node's whole provenance

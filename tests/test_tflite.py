@@ -140,8 +140,12 @@ def test_per_cell_export_lists_every_cell_with_shapes_and_macs(small_tflite_cell
 def test_same_inputs_give_the_same_validation_numbers_and_unreadable_images_are_skipped(tflite_int8,
                                                                                         tflite_int8_again):
     """A second conversion from the same calibration photos, given as a folder that also holds an unreadable
-    file, skips and counts that file and reproduces the main job's validation numbers exactly."""
+    file, skips and counts that file and reproduces the main job's validation numbers exactly. It is given
+    the range method the main job's 'auto' chose: 'auto' keeps what that method alone gives."""
     again = tflite_int8_again
+    main_ranges, again_ranges = (m["calibration"]["activation_ranges"] for m in (tflite_int8, again))
+    assert "chosen_by" in main_ranges and "chosen_by" not in again_ranges
+    assert again_ranges["method"] == main_ranges["method"]
     assert again["calibration"]["unreadable_skipped"] == 1
     assert again["calibration"]["count"] == tflite_int8["calibration"]["count"] == 100
     assert again["calibration"]["files"] == tflite_int8["calibration"]["files"]
