@@ -55,9 +55,12 @@ def test_main_job_writes_a_fully_delegated_int8_model_with_manifest(tflite_int8,
 
 
 def test_stock_int8_falls_back_where_upstream_xnnpack_cannot_run_it(tflite_stock_int8):
-    """Pins the upstream behaviour the lowering works around (TFLite XNNPACK delegate, LiteRT 2.3)."""
+    """Pins the upstream behaviour the lowering works around (TFLite XNNPACK delegate, LiteRT 2.3): in the
+    stock graph in int8 XNNPACK leaves RELU, AVERAGE_POOL_2D and CONCATENATION to LiteRT. On the small network
+    (the same cells' ops): 19 partitions; NASNet-Mobile's stock int8 has 37 (docs/lowering.md section 1)."""
     d = tflite_stock_int8["delegation"]
-    assert d["partitions"] > 30
+    assert tflite_stock_int8["lowered"] is False and tflite_stock_int8["config"]["penultimate_filters"] == 96
+    assert d["partitions"] > 10
     assert set(d["fallback"]) == {"RELU", "AVERAGE_POOL_2D", "CONCATENATION"}
 
 
