@@ -140,20 +140,21 @@ def test_per_cell_export_lists_every_cell_with_shapes_and_macs(small_tflite_cell
     assert len(real) == 18 and abs(sum(m["macs"] for m in real[:-1]) / 1e6 - 562.58) < 0.01
 
 
-def test_same_inputs_give_the_same_validation_numbers_and_unreadable_images_are_skipped(tflite_int8,
-                                                                                        tflite_int8_again):
-    """A second conversion from the same calibration photos, given as a folder that also holds an unreadable
-    file, skips and counts that file and reproduces the main job's validation numbers exactly. It is given
-    the range method the main job's 'auto' chose: 'auto' keeps what that method alone gives."""
-    again = tflite_int8_again
-    main_ranges, again_ranges = (m["calibration"]["activation_ranges"] for m in (tflite_int8, again))
-    assert "chosen_by" in main_ranges and "chosen_by" not in again_ranges
-    assert again_ranges["method"] == main_ranges["method"]
+def test_same_inputs_give_the_same_validation_numbers_and_unreadable_images_are_skipped(tflite_small_int8,
+                                                                                        tflite_small_int8_again):
+    """A second int8 conversion (of the small network: the same converter path at 48 px) from the same
+    calibration photos, given as a folder that also holds an unreadable file, skips and counts that file and
+    reproduces the first one's validation numbers exactly. It is given the range method the first one's
+    'auto' chose: 'auto' keeps what that method alone gives."""
+    first, again = tflite_small_int8, tflite_small_int8_again
+    first_ranges, again_ranges = (m["calibration"]["activation_ranges"] for m in (first, again))
+    assert "chosen_by" in first_ranges and "chosen_by" not in again_ranges
+    assert again_ranges["method"] == first_ranges["method"]
     assert again["calibration"]["unreadable_skipped"] == 1
-    assert again["calibration"]["count"] == tflite_int8["calibration"]["count"] == 100
-    assert again["calibration"]["files"] == tflite_int8["calibration"]["files"]
+    assert again["calibration"]["count"] == first["calibration"]["count"] == 100
+    assert again["calibration"]["files"] == first["calibration"]["files"]
     for k in ("top1_agreement", "mean_kl", "logit_sqnr_db", "max_abs_prob_diff"):
-        assert again["validation"][k] == tflite_int8["validation"][k], k
+        assert again["validation"][k] == first["validation"][k], k
 
 
 @pytest.mark.parametrize("agreement,flag,status", [(0.965, "97", 1), (0.97, "97", 0), (0.97, "0.97", 0),
