@@ -2,6 +2,7 @@
 
     python -m converters.tflite --int8                      # bundled default model, shipped calibration set
     python -m converters.tflite --precision fp16 --weights imagenet --output out/
+    python -m converters.tflite --precision fp32,fp16,dynamic  # three artifacts from one build of the model
 
 Builds the Keras NASNet from the genotype (the NASNet-aware edge form unless ``--no-lowering``), converts
 it with the TensorFlow Lite converter, embeds the manifest (labels, preprocessing) in the file, validates
