@@ -244,6 +244,24 @@ def test_fp32_parts_stay_float_inside_the_single_delegate_partition(tmp_path):
     assert listing["parts"][0]["file"].endswith("_fp32.pte")
 
 
+def tiny_cnn():
+    """A convolution, a depthwise convolution, a max pool and a concat (NASNet's op kinds), in eval mode: a
+    plain CNN that exports and lowers in seconds."""
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x))
+            return torch.cat([self.dw(y), torch.nn.functional.max_pool2d(y, 3, 1, 1)], 1).mean((2, 3))
+
+    return Tiny().eval()
+
+
 @pytest.mark.slow  # exports small programs twice each (tens of seconds)
 def test_skipped_lowering_steps_are_no_ops_and_the_rest_still_run():
     """``skip_no_op_lowering_steps``: the decomposition and XNNPACK passes it skips change nothing (the same
@@ -257,16 +275,6 @@ def test_skipped_lowering_steps_are_no_ops_and_the_rest_still_run():
 
     from converters.common import Precision
     from converters.executorch import export_program, skip_no_op_lowering_steps
-
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-            self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
-
-        def forward(self, x):
-            y = torch.relu(self.conv(x))
-            return torch.cat([self.dw(y), torch.nn.functional.max_pool2d(y, 3, 1, 1)], 1).mean((2, 3))
 
     class WithConv1d(torch.nn.Module):
         def __init__(self):
@@ -297,8 +305,8 @@ def test_skipped_lowering_steps_are_no_ops_and_the_rest_still_run():
                                   ranges="mse")
             return edge.to_executorch().buffer, skipped
 
-    fast, skipped = program(Tiny, (1, 3, 16, 16), Precision.INT8, True)
-    assert fast == program(Tiny, (1, 3, 16, 16), Precision.INT8, False)[0]
+    fast, skipped = program(tiny_cnn, (1, 3, 16, 16), Precision.INT8, True)
+    assert fast == program(tiny_cnn, (1, 3, 16, 16), Precision.INT8, False)[0]
     assert {"ConvertToSDPAPass", "ConvertToUpsampleBilinear2d", "Conv1dUnsqueezePass", "PReLUReshapePass",
             "DimOrderOpsRevertPass"} <= set(skipped), skipped
     assert any(s.startswith("run_decompositions") for s in skipped), skipped
@@ -326,17 +334,7 @@ def test_shared_node_provenance_keeps_the_history_and_the_program(tmp_path):
     from converters.common import Precision
     from converters.executorch import export_program, shared_node_provenance
 
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-            self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
-
-        def forward(self, x):
-            y = torch.relu(self.conv(x))
-            return torch.cat([self.dw(y), torch.nn.functional.max_pool2d(y, 3, 1, 1)], 1).mean((2, 3))
-
-    gm = torch.export.export(Tiny().eval(), (torch.randn(1, 3, 16, 16),), strict=False).module()
+    gm = torch.export.export(tiny_cnn(), (torch.randn(1, 3, 16, 16),), strict=False).module()
     node = next(n for n in gm.graph.nodes if n.op == "call_function")
     node.meta["from_node"] = [fx_traceback.NodeSource(node, "first")]
     deep = fx_traceback.NodeSource(node, "second")
@@ -348,7 +346,7 @@ def test_shared_node_provenance_keeps_the_history_and_the_program(tmp_path):
 
     def program(share: bool) -> bytes:
         torch.manual_seed(0)
-        model = Tiny().eval()
+        model = tiny_cnn()
         x = torch.randn(1, 3, 16, 16)
         calib = [(torch.randn(1, 3, 16, 16),) for _ in range(4)]
         upstream = mock.patch("converters.executorch.shared_node_provenance", contextlib.nullcontext)
