@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.data import DataError, ImageFolder
+from edge.training.data import DataError, ImageFolder
 from edge.errors import UsageError
 from edge.labels import label_for_folder, softmax, wnid_to_imagenet
 
@@ -64,7 +64,7 @@ def evaluate(models: list[str], data: Path, limit: int = 0, threads: int = 2, ba
     from tqdm import tqdm
 
     from edge.preprocessing import ImageError, preprocess
-    from edge.runtime import open_model
+    from edge.runtime.runners import open_model
 
     folder = ImageFolder.scan(data)
     files, targets = folder.files, folder.targets

@@ -89,12 +89,12 @@ def peak_rss_mb() -> float:
 
 # ----------------------------------------------------------------------------- the case itself
 def make_runner(runtime: str, model: str, threads: int, delegate: str, gpu_precision: str | None):
-    from edge.runtime import open_model
+    from edge.runtime.runners import open_model
 
     if runtime == "torch":
         import torch
 
-        from edge.runtime import TorchRunner
+        from edge.runtime.runners import TorchRunner
 
         torch.set_num_threads(threads)
         # on 'gpu' the model, every input and the read-back live on CUDA, synchronized (TorchRunner.predict)
@@ -117,7 +117,7 @@ def import_runtime(runtime: str, delegate: str) -> None:
         if runtime == "litert" and delegate == "gpu":
             import ai_edge_litert.compiled_model  # noqa: F401
         elif runtime == "litert":
-            from edge.runtime import _litert
+            from edge.runtime.runners import _litert
 
             _litert()
         elif runtime == "executorch":
@@ -198,7 +198,7 @@ def _error_reply(e: BaseException) -> tuple:
     from edge.errors import UserError
 
     try:
-        from edge.gpu import GpuUnavailable
+        from edge.runtime.gpu import GpuUnavailable
     except ImportError:  # no numpy/LiteRT pieces: cannot be a GPU row
         GpuUnavailable = ()  # type: ignore[assignment]
     if isinstance(e, GpuUnavailable):

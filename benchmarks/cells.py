@@ -28,7 +28,7 @@ class ProgramPartRunner:
     def __init__(self, path: Path, threads: int, shapes: list[list[int]]):
         import torch
 
-        from edge.runtime import ExecuTorchRunner
+        from edge.runtime.runners import ExecuTorchRunner
 
         self.runner = ExecuTorchRunner(path, threads=threads)
         g = torch.Generator().manual_seed(0)
@@ -42,7 +42,7 @@ class ProgramPartRunner:
 
 class PartRunner:
     def __init__(self, path: Path, threads: int):
-        from edge.runtime import _litert
+        from edge.runtime.runners import _litert
 
         Interpreter, _ = _litert()
         self.it = Interpreter(model_path=str(path), num_threads=threads)

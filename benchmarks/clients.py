@@ -67,7 +67,7 @@ def true_label(path: Path, labels: list[str]) -> str | None:
 
 def compare_clients(model: str | os.PathLike, images: list[Path], threads: int = 1) -> dict:
     """Top-1 of the toolkit's runtime and of MediaPipe (whole frame, and the toolkit's crop) on ``images``."""
-    from edge.runtime import open_model
+    from edge.runtime.runners import open_model
 
     runner = open_model(model, threads=threads)
     crop = runner.preprocessing.crop_fraction

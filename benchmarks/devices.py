@@ -146,8 +146,8 @@ def setup_board(session: "SSHSession", python: str) -> str:
 
 def expected_sha256(path: Path) -> str:
     """The sha256 a copy must have: the manifest's (which the local file was checked against), else the file's."""
-    from edge.integrity import verify_against_manifest
-    from edge.weights import sha256
+    from edge.artifact.integrity import verify_against_manifest
+    from edge.model.weights import sha256
 
     manifest = verify_against_manifest(path)
     return (manifest or {}).get("sha256") or sha256(path)
@@ -157,7 +157,7 @@ def verification_inputs(models: list[str], images: int) -> tuple[list[Path], dic
     """The shipped validation photos (the first ``images``, in a fixed order), preprocessed per model."""
     from converters.common import package_folder
     from edge.preprocessing import list_images, preprocess_batch
-    from edge.runtime import read_artifact_info
+    from edge.runtime.runners import read_artifact_info
 
     photos = list_images(package_folder("validation"))
     photos = photos[:images] if images > 0 else photos

@@ -24,7 +24,7 @@ CASES = [  # (label, kernel (h, w), stride, input HxWxC)
 
 def time_case(kernel, stride, shape, int8: bool, runs: int = 30) -> float:
     from edge.quiet import captured_fds, import_tensorflow
-    from edge.runtime import _litert
+    from edge.runtime.runners import _litert
 
     keras = import_tensorflow()
     import tensorflow as tf

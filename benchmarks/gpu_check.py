@@ -46,7 +46,7 @@ def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
 
 
 def _cpu_part_runner(path: Path):
-    from edge.runtime import _litert
+    from edge.runtime.runners import _litert
     from edge.quiet import captured_fds
 
     Interpreter, OpResolverType = _litert()
@@ -60,7 +60,7 @@ def part_agreement(folder: Path, precision: str = "fp32", seed: int = 0, progres
     """Every part of a ``--cells`` export (``.tflite`` parts) on the GPU against XNNPACK: SQNR per part."""
     from tqdm import tqdm
 
-    from edge.gpu import open_gpu_model
+    from edge.runtime.gpu import open_gpu_model
 
     folder = Path(folder)
     mp = folder / "cells.json"
@@ -107,8 +107,8 @@ def model_agreement(model: Path, images: np.ndarray, precisions: list[str], limi
     from tqdm import tqdm
 
     from converters.common import compare
-    from edge.gpu import LiteRTGpuRunner
-    from edge.runtime import LiteRTRunner
+    from edge.runtime.gpu import LiteRTGpuRunner
+    from edge.runtime.runners import LiteRTRunner
 
     if limit and len(images) > limit:
         images = images[np.linspace(0, len(images) - 1, limit).round().astype(int)]
@@ -213,9 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
 def check(args: argparse.Namespace) -> dict:
     from benchmarks.run import environment
     from converters.common import command_line, load_images, now_iso, package_folder
-    from edge.config import Preprocessing
-    from edge.gpu import check_precision, timing_label
-    from edge.runtime import read_artifact_info
+    from edge.model.config import Preprocessing
+    from edge.runtime.gpu import check_precision, timing_label
+    from edge.runtime.runners import read_artifact_info
 
     if not (args.model or args.cells or args.compare or args.compare_cells):
         raise UsageError("give --model FILE.tflite and/or --cells DIR to check")

@@ -85,7 +85,7 @@ def _row(name: str, fn) -> dict:
     try:
         return {"name": name, "status": "ok", **fn()}
     except Exception as e:  # a GPU machine's time is short: record why, go on with the next row
-        from edge.gpu import GpuUnavailable
+        from edge.runtime.gpu import GpuUnavailable
 
         status = "unavailable" if isinstance(e, GpuUnavailable) or "no CUDA" in str(e) else "error"
         return {"name": name, "status": status, "reason": f"{type(e).__name__}: {e}",
@@ -94,8 +94,8 @@ def _row(name: str, fn) -> dict:
 
 def litert_rows(model: Path, images: np.ndarray, runs: int) -> list[dict]:
     from converters.common import compare
-    from edge.gpu import LiteRTGpuRunner
-    from edge.runtime import LiteRTRunner
+    from edge.runtime.gpu import LiteRTGpuRunner
+    from edge.runtime.runners import LiteRTRunner
 
     rows, ref = [], {}
 
@@ -129,7 +129,7 @@ def litert_rows(model: Path, images: np.ndarray, runs: int) -> list[dict]:
 
 def torch_rows(images: np.ndarray, runs: int, weights: str = "default") -> list[dict]:
     from converters.common import compare
-    from edge.runtime import TorchRunner
+    from edge.runtime.runners import TorchRunner
 
     ref = {}
 
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from converters.common import command_line, now_iso, package_folder, write_json_atomic
     from edge.cli import run_cli
-    from edge.runtime import read_artifact_info
+    from edge.runtime.runners import read_artifact_info
 
     args = build_parser().parse_args(argv)
 

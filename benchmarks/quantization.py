@@ -100,7 +100,7 @@ def noise_budget(model, calibration: np.ndarray, images: np.ndarray) -> list[dic
 
     import torch
 
-    from edge.torch_model import Cell, KerasBatchNorm2d, KerasSeparableConv2d, SplitSeparableConv2d
+    from edge.model.torch_model import Cell, KerasBatchNorm2d, KerasSeparableConv2d, SplitSeparableConv2d
 
     ref = _batched(model, images)
 
@@ -197,9 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     from converters.common import (command_line, load_images, now_iso, package_folder, write_json_atomic)
-    from edge.lowering import lowered_keras_weights
-    from edge.models import load_torch_model
-    from edge.torch_model import build_torch_model
+    from edge.model.lowering import lowered_keras_weights
+    from edge.model.sources import load_torch_model
+    from edge.model.torch_model import build_torch_model
 
     reference, src = load_torch_model(args.weights)
     cfg = src.config

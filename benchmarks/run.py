@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "nasnet-edge-benchmark/1"
 # A worker that does not answer one request (start-up and load with the first run, or one round of timed runs)
 # within this many seconds is killed and its case recorded as timed out. The slowest honest request seen:
-# LiteRT's GPU accelerator compiling NASNet-Mobile's shaders on lavapipe, about 85 s (edge/gpu.py).
+# LiteRT's GPU accelerator compiling NASNet-Mobile's shaders on lavapipe, about 85 s (edge/runtime/gpu.py).
 DEFAULT_CASE_TIMEOUT_S = 600.0
 DEFAULT_ACCURACY_BUDGET = 1.0  # top-1 points
 # A lower precision counts as faster only when it takes at most this fraction of its fp32 counterpart's median:
@@ -568,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
 def benchmark(args: argparse.Namespace) -> dict:
     from converters.common import command_line, now_iso
     from edge.preprocessing import list_images
-    from edge.verify import sample_images_dir
+    from edge.model.verify import sample_images_dir
 
     threads = [int(t) for t in str(args.threads).split(",") if t]
     delegates = [d.strip() for d in str(args.delegate).split(",") if d.strip()]

@@ -530,8 +530,8 @@ def export_cells(model, precision: Precision, calibration: np.ndarray | None, ba
     import torch
     from tqdm import tqdm
 
-    from edge.profile import part_macs
-    from edge.torch_model import part_feeds, torch_parts
+    from edge.model.profile import part_macs
+    from edge.model.torch_model import part_feeds, torch_parts
 
     cell_dir = out_dir / "cells"
     cell_dir.mkdir(parents=True, exist_ok=True)
@@ -683,11 +683,11 @@ def convert(args: argparse.Namespace) -> dict | list[dict]:
     order, when ``--precision`` names several."""
     import torch
 
-    from edge.lowering import lowered_keras_weights
-    from edge.models import resolve_weights
-    from edge.runtime import ExecuTorchRunner
-    from edge.torch_model import build_torch_model
-    from edge.weights import sha256
+    from edge.model.lowering import lowered_keras_weights
+    from edge.model.sources import resolve_weights
+    from edge.runtime.runners import ExecuTorchRunner
+    from edge.model.torch_model import build_torch_model
+    from edge.model.weights import sha256
 
     precisions = precisions_of(args)
     if len(precisions) > 1:  # one after the other (nothing is shared yet: each export starts from the model)

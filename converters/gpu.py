@@ -60,7 +60,7 @@ def gpu_report(path: Path, images: np.ndarray, cpu_logits: np.ndarray, precision
     whether LiteRT's GPU accelerator takes every op, and its agreement with ``cpu_logits`` on ``images``.
     Where no GPU adapter exists, ``status`` is 'unavailable' with the reason (the artifact is still written)."""
     from converters.common import compare
-    from edge.gpu import GpuUnavailable, LiteRTGpuRunner
+    from edge.runtime.gpu import GpuUnavailable, LiteRTGpuRunner
 
     pairs = pad_pool_pairs(path)
     report: dict = {"accelerator": "LiteRT GPU (WebGPU over Vulkan)", "pad_pool_pairs": len(pairs),

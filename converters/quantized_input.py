@@ -20,9 +20,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from edge.config import Preprocessing
+from edge.model.config import Preprocessing
 
-STEM_CONV, STEM_BN = "stem_conv1", "stem_bn1"  # the first layers in both Keras builders (edge/keras_model.py)
+STEM_CONV, STEM_BN = "stem_conv1", "stem_bn1"  # the first layers in both Keras builders (edge/model/keras_model.py)
 
 
 @dataclass(frozen=True)

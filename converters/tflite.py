@@ -30,7 +30,7 @@ from converters.common import (ConversionError, Precision, Stages, add_common_ar
                                interval_warning)
 from converters.quantized_input import input_grid, shift_stem_input
 from edge.quiet import quiet_tensorflow
-from edge.runtime import TFLITE_METADATA_NAME, LiteRTRunner
+from edge.runtime.runners import TFLITE_METADATA_NAME, LiteRTRunner
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def embed_metadata(flatbuffer: bytes, manifest: dict, labels: list[str]) -> byte
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
-    from edge.tflite_metadata import STANDARD_METADATA_NAME, associated_files_zip, model_metadata
+    from edge.artifact.tflite_metadata import STANDARD_METADATA_NAME, associated_files_zip, model_metadata
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     graph = model.subgraphs[0]
@@ -303,8 +303,8 @@ def export_cells(cfg, weights, lowering, precision: Precision, calibration: np.n
     import keras
     from tqdm import tqdm
 
-    from edge.keras_model import build_keras_parts, load_keras_weights, part_inputs
-    from edge.profile import part_macs
+    from edge.model.keras_model import build_keras_parts, load_keras_weights, part_inputs
+    from edge.model.profile import part_macs
 
     cell_dir = out_dir / "cells"
     cell_dir.mkdir(parents=True, exist_ok=True)
@@ -374,11 +374,11 @@ def convert(args: argparse.Namespace) -> dict | list[dict]:
     from edge.quiet import import_tensorflow
 
     quiet_tensorflow()
-    from edge.runtime import _litert
+    from edge.runtime.runners import _litert
 
     _litert()  # import LiteRT now: a Ctrl-C inside its import later would read as "no LiteRT runtime"
-    from edge.models import resolve_weights
-    from edge.torch_model import build_torch_model
+    from edge.model.sources import resolve_weights
+    from edge.model.torch_model import build_torch_model
 
     precisions = precisions_of(args)
     threshold = agreement_threshold(args.fail_under_agreement)
@@ -414,7 +414,7 @@ def convert(args: argparse.Namespace) -> dict | list[dict]:
             calibration = load_images(calib_dir, pre, limit=args.num_calibration, what="calibration",
                                       exclude={f.resolve() for f in validation.files})
 
-    from edge.keras_model import build_keras_model, load_keras_weights
+    from edge.model.keras_model import build_keras_model, load_keras_weights
 
     with stages.stage("build the Keras reference and predict the validation images"):
         import_tensorflow()
@@ -475,8 +475,8 @@ def _form(shared: _Shared, precision: Precision):
     key = "int8" if precision is Precision.INT8 else "float"
     if key in shared.forms:
         return shared.forms[key]
-    from edge.keras_model import build_keras_model, load_keras_weights
-    from edge.lowering import lowered_keras_weights
+    from edge.model.keras_model import build_keras_model, load_keras_weights
+    from edge.model.lowering import lowered_keras_weights
 
     cfg, weights = shared.cfg, shared.weights
     grid = input_grid(cfg.preprocessing) if precision is Precision.INT8 else None
@@ -484,11 +484,11 @@ def _form(shared: _Shared, precision: Precision):
                              f"{', int8' if grid is not None else ''})"):
         model, lowering, model_weights = shared.reference, None, weights
         if shared.lowered:
-            from edge.lowering import EDGE, EDGE_FLOAT
+            from edge.model.lowering import EDGE, EDGE_FLOAT
 
             lowering = EDGE if precision is Precision.INT8 else EDGE_FLOAT
             if shared.gpu_target:
-                from edge.lowering import GPU as lowering
+                from edge.model.lowering import GPU as lowering
             model_weights = lowered_keras_weights(weights, cfg, lowering)
             if grid is not None:
                 model_weights = shift_stem_input(model_weights, grid.delta)
@@ -532,7 +532,7 @@ def _convert_one(shared: _Shared, precision: Precision) -> dict:
                 "io": args.io if precision is Precision.INT8
                 else "float", "output": "logits (apply softmax for probabilities)",
                 "target": "gpu" if gpu_target else "cpu"}
-    from edge.tflite_metadata import model_about
+    from edge.artifact.tflite_metadata import model_about
 
     embedded["about"] = model_about(src.kind, src.meta, cfg.name, src.labels, precision.value, lowered,
                                     embedded["io"], src.describe().get("sha256"))
@@ -561,7 +561,7 @@ def _convert_one(shared: _Shared, precision: Precision) -> dict:
         if tmp.exists():
             tmp.unlink()
 
-    from edge.weights import sha256
+    from edge.model.weights import sha256
 
     manifest = {
         **embedded,

@@ -12,7 +12,7 @@ from typing import Union
 
 import numpy as np
 
-from edge.config import Preprocessing
+from edge.model.config import Preprocessing
 from edge.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

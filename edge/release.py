@@ -14,15 +14,15 @@ import json
 import sys
 from pathlib import Path
 
-from edge.models import DEFAULT_MODEL
+from edge.model.sources import DEFAULT_MODEL
 
 
 def release(checkpoint: Path, accuracy: Path, name: str = DEFAULT_MODEL, version: str = "1",
             dataset: str = "Imagenette v2 (10 ImageNet classes), train split", extra: dict | None = None,
             with_tflite: bool = True) -> Path:
     from converters.common import now_iso, write_json_atomic
-    from edge.models import load_torch_model
-    from edge.weights import save_toolkit_weights, sha256
+    from edge.model.sources import load_torch_model
+    from edge.model.weights import save_toolkit_weights, sha256
 
     model, src = load_torch_model(str(checkpoint))
     acc = json.loads(Path(accuracy).read_text())

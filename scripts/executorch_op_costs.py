@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from converters.common import Precision
 from converters.executorch import export_program, write_program
-from edge.runtime import ExecuTorchRunner
+from edge.runtime.runners import ExecuTorchRunner
 
 C, H, N = 44, 56, 10
 

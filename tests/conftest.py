@@ -77,8 +77,8 @@ def small_nasnet(num_classes: int = 5, lowered=None, realistic_bn: bool = True):
     per stack and 48 px inputs, with realistic BatchNorm statistics: per-cell tests in seconds, not minutes."""
     import torch
 
-    from edge.config import nasnet_mobile
-    from edge.torch_model import build_torch_model
+    from edge.model.config import nasnet_mobile
+    from edge.model.torch_model import build_torch_model
 
     cfg = nasnet_mobile(num_classes=num_classes).with_(penultimate_filters=96, num_blocks=1, stem_filters=32,
                                                        input_size=48)
@@ -119,7 +119,7 @@ def keras_reference():
 @pytest.fixture(scope="session")
 def official_h5(tmp_path_factory, keras_reference) -> Path:
     """A file in the official NASNet-mobile.h5 layout (Keras 2 names with ':0' and scope prefixes)."""
-    from edge.weights import save_keras_model_as_h5
+    from edge.model.weights import save_keras_model_as_h5
 
     path = tmp_path_factory.mktemp("weights") / "NASNet-mobile.h5"
     save_keras_model_as_h5(keras_reference, path, scope_prefix=True, colon_suffix=True)
@@ -130,7 +130,7 @@ def official_h5(tmp_path_factory, keras_reference) -> Path:
 def official_no_top_h5(tmp_path_factory) -> Path:
     import keras
 
-    from edge.weights import save_keras_model_as_h5
+    from edge.model.weights import save_keras_model_as_h5
 
     model = keras.applications.NASNetMobile(weights=None, include_top=False, input_shape=(224, 224, 3))
     randomize_bn(model, seed=1)
@@ -243,7 +243,7 @@ def _write_small_weights(out: Path) -> None:
     """:func:`small_nasnet` (5 classes) as a toolkit ``.pt``, for the chain's jobs that take
     ``{small_network_weights}``. Default BatchNorm statistics: with the random ones XNNPACK refuses an int8
     node of the toy network's first reduction cell (see ``small_tflite_cells``)."""
-    from edge.weights import save_toolkit_weights
+    from edge.model.weights import save_toolkit_weights
 
     _, model = small_nasnet(realistic_bn=False)
     save_toolkit_weights(out / SMALL_WEIGHTS, model)

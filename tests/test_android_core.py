@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from edge.config import Preprocessing
+from edge.model.config import Preprocessing
 from edge.labels import softmax, top_k
 from edge.preprocessing import list_images, load_rgb, preprocess, rgb_to_yuv420, yuv420_to_rgb
 

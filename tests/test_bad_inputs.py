@@ -80,7 +80,7 @@ def bad(tmp_path_factory) -> dict[str, Path]:
     import torch
 
     from conftest import small_nasnet
-    from edge.weights import save_toolkit_weights, sha256
+    from edge.model.weights import save_toolkit_weights, sha256
 
     d = tmp_path_factory.mktemp("bad")
     f: dict[str, Path] = {}
@@ -285,7 +285,7 @@ def test_grayscale_png_and_cmyk_jpeg_are_read_as_rgb_photos(tmp_path):
     from PIL import Image
 
     from converters.common import load_images
-    from edge.config import Preprocessing
+    from edge.model.config import Preprocessing
 
     src = shipped_photos("samples")[0]
     folder = tmp_path / "mixed"
@@ -307,7 +307,7 @@ def test_grayscale_png_and_cmyk_jpeg_are_read_as_rgb_photos(tmp_path):
 def test_ctrl_c_during_conversion_leaves_nothing_partial(tmp_path):
     """SIGINT while the converted model is being validated (its temporary file exists): exit 130, no file."""
     from conftest import small_nasnet
-    from edge.weights import save_toolkit_weights
+    from edge.model.weights import save_toolkit_weights
 
     _, model = small_nasnet(num_classes=10)
     save_toolkit_weights(tmp_path / "small.pt", model)
@@ -362,10 +362,10 @@ line asking for a report (exit 1).
 
 Damaged files are caught in three ways: the runtime's own checks (LiteRT's flatbuffer verifier, HDF5,
 torch.load); the sha256 and size that the manifest beside every written artifact records
-(`edge/integrity.py`: bytes flipped inside a weights region still load, and only the checksum can tell);
+(`edge/artifact/integrity.py`: bytes flipped inside a weights region still load, and only the checksum can tell);
 and for toolkit `.pt` files without a manifest, the checksum of the tensors saved inside the file. A `.pte`
 without a manifest is first loaded in a child process, because a damaged program can abort the ExecuTorch
-runtime (see `edge/integrity.py`). A user's own `.h5` with flipped weight bytes and no manifest loads: HDF5
+runtime (see `edge/artifact/integrity.py`). A user's own `.h5` with flipped weight bytes and no manifest loads: HDF5
 keeps no checksum of its datasets.
 
 """

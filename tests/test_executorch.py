@@ -6,8 +6,8 @@ import pytest
 
 from conftest import assert_one_line_error, run_module
 from edge.preprocessing import list_images, preprocess_batch
-from edge.runtime import ExecuTorchRunner, ModelError, open_model
-from edge.verify import sample_images_dir
+from edge.runtime.runners import ExecuTorchRunner, ModelError, open_model
+from edge.model.verify import sample_images_dir
 
 
 def test_fp32_program_is_fully_delegated_and_matches_eager(pte_fp32, pte_dir):
@@ -40,8 +40,8 @@ def test_pad_annotation_shares_quantization_with_its_input():
     import torch
 
     from converters.executorch import nasnet_xnnpack_quantizer
-    from edge.config import nasnet_mobile
-    from edge.torch_model import build_torch_model
+    from edge.model.config import nasnet_mobile
+    from edge.model.torch_model import build_torch_model
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     model = build_torch_model(nasnet_mobile(num_classes=10, input_size=64), lowered=True)
@@ -153,7 +153,7 @@ def test_per_cell_programs_are_delegated_and_reproduce_the_network(tmp_path, mon
     from conftest import small_nasnet
     from converters.common import Precision
     from converters.executorch import export_cells
-    from edge.torch_model import part_feeds, torch_parts
+    from edge.model.torch_model import part_feeds, torch_parts
 
     cfg, model = small_nasnet(lowered=True)
     images = np.random.default_rng(0).uniform(-1, 1, (6, 48, 48, 3)).astype(np.float32)

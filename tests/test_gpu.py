@@ -40,10 +40,10 @@ def _save_tflite(model, path):
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
     """Micro models (8 channels, odd and even sizes): Keras' zero pad + 'valid' stride-2 pools, and the GPU form
-    of the max pool (:func:`edge.lowering.max_pool_border_map`)."""
-    from edge.config import same_pad
-    from edge.keras_model import _const_maximum_layer
-    from edge.lowering import max_pool_border_map
+    of the max pool (:func:`edge.model.lowering.max_pool_border_map`)."""
+    from edge.model.config import same_pad
+    from edge.model.keras_model import _const_maximum_layer
+    from edge.model.lowering import max_pool_border_map
     from edge.quiet import import_tensorflow
 
     keras = import_tensorflow()
@@ -63,7 +63,7 @@ def micro(tmp_path_factory):
 
 
 def _cpu(path, inputs):
-    from edge.runtime import _litert
+    from edge.runtime.runners import _litert
 
     Interpreter, _ = _litert()
     it = Interpreter(model_path=str(path))
@@ -77,7 +77,7 @@ def _cpu(path, inputs):
 @pytest.fixture(scope="module")
 def gpu(micro):
     """The adapter (a dict), probed with a micro model; fails (or skips with NASNET_EDGE_NO_GPU=1) without one."""
-    from edge.gpu import GpuUnavailable, open_gpu_model
+    from edge.runtime.gpu import GpuUnavailable, open_gpu_model
 
     try:
         m = open_gpu_model(micro[("max", 9)], "fp32")
@@ -91,7 +91,7 @@ def gpu(micro):
 
 
 def _gpu_run(path, inputs, precision="fp32"):
-    from edge.gpu import open_gpu_model
+    from edge.runtime.gpu import open_gpu_model
 
     m = open_gpu_model(path, precision)
     try:
@@ -126,8 +126,8 @@ def test_the_gpu_result_is_the_pool_that_leaves_the_padding_out(gpu, micro):
 # ----------------------------------------------------------------------------- the GPU form
 @pytest.mark.parametrize("hw", [7, 8, 9, 12, 13, 28])
 def test_border_map_max_pool_is_the_zero_padded_max_pool(hw):
-    from edge.config import same_pad
-    from edge.lowering import max_pool_border_map
+    from edge.model.config import same_pad
+    from edge.model.lowering import max_pool_border_map
 
     t = torch.from_numpy(_negative_input(hw)).permute(0, 3, 1, 2)
     (pt, pb), (pl, pr) = same_pad(hw, 3, 2), same_pad(hw, 3, 2)
@@ -149,7 +149,7 @@ def test_gpu_form_of_the_max_pool_is_exact_on_the_gpu(gpu, micro, hw):
 
 
 def _reference_probs(cfg, weights, x):
-    from edge.torch_model import build_torch_model
+    from edge.model.torch_model import build_torch_model
 
     r = build_torch_model(cfg)
     r.load_keras_weights(weights)
@@ -159,15 +159,15 @@ def _reference_probs(cfg, weights, x):
 
 def _photos(cfg, n=4):
     from edge.preprocessing import list_images, preprocess_batch
-    from edge.verify import sample_images_dir
+    from edge.model.verify import sample_images_dir
 
     return preprocess_batch(list_images(sample_images_dir())[:n], cfg.preprocessing)
 
 
 @pytest.mark.parametrize("size", [48, 45])  # even and odd borders
 def test_gpu_lowering_is_the_reference_function_in_torch(size):
-    from edge.lowering import GPU, lowered_keras_weights
-    from edge.torch_model import build_torch_model
+    from edge.model.lowering import GPU, lowered_keras_weights
+    from edge.model.torch_model import build_torch_model
 
     cfg, ref = small_nasnet()
     cfg = cfg.with_(input_size=size)
@@ -194,8 +194,8 @@ def small_gpu(tmp_path_factory):
     (``converters.tflite`` functions, as ``--target gpu --cells`` runs them)."""
     from converters.common import Precision
     from converters.tflite import convert_keras, export_cells
-    from edge.keras_model import build_keras_model, load_keras_weights
-    from edge.lowering import GPU, lowered_keras_weights
+    from edge.model.keras_model import build_keras_model, load_keras_weights
+    from edge.model.lowering import GPU, lowered_keras_weights
 
     cfg, model = small_nasnet()
     out = tmp_path_factory.mktemp("small_gpu")
@@ -222,10 +222,10 @@ def test_gpu_runner_agrees_with_xnnpack_through_the_worker(gpu, small_gpu):
     """TensorFlow is loaded in this process, so the GPU model runs in the worker process."""
     from converters.common import compare
     from converters.gpu import gpu_report
-    from edge.gpu import GpuWorker, LiteRTGpuRunner
+    from edge.runtime.gpu import GpuWorker, LiteRTGpuRunner
     from edge.preprocessing import list_images, preprocess_batch
-    from edge.runtime import LiteRTRunner
-    from edge.verify import sample_images_dir
+    from edge.runtime.runners import LiteRTRunner
+    from edge.model.verify import sample_images_dir
 
     path = small_gpu["gpu"]
     cpu = LiteRTRunner(path)
@@ -291,7 +291,7 @@ def test_benchmark_gpu_rows_time_through_the_read_and_keep_the_first_run_apart(g
 
 def test_accuracy_compares_gpu_and_cpu_rows_of_one_artifact_in_one_command(gpu, small_gpu, tmp_path):
     from edge.preprocessing import list_images
-    from edge.verify import sample_images_dir
+    from edge.model.verify import sample_images_dir
 
     photos = list_images(sample_images_dir())[:4]
     for i, f in enumerate(photos):  # class folders named as the small model's labels
@@ -319,7 +319,7 @@ def test_without_an_adapter_the_gpu_row_says_why(small_gpu, tmp_path):
 # ----------------------------------------------------------------------------- other GPU paths
 def test_vulkan_program_in_a_runtime_without_the_backend_says_so(tmp_path):
     from edge.quiet import quiet_executorch_import
-    from edge.runtime import ExecuTorchRunner, ModelError, program_backends, registered_backends
+    from edge.runtime.runners import ExecuTorchRunner, ModelError, program_backends, registered_backends
 
     with quiet_executorch_import():
         from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
@@ -345,7 +345,7 @@ def test_vulkan_program_in_a_runtime_without_the_backend_says_so(tmp_path):
 
 
 def test_torch_runner_puts_inputs_on_the_models_device_and_reads_back():
-    from edge.runtime import ModelError, TorchRunner, torch_device
+    from edge.runtime.runners import ModelError, TorchRunner, torch_device
 
     cfg, model = small_nasnet()
     runner = TorchRunner(model=model, device="cpu")

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from edge.config import Pooling, nasnet_mobile
-from edge.keras_model import build_keras_model, load_keras_weights
-from edge.lowering import (EDGE, EDGE_FLOAT, Lowering, lowered_keras_weights, pack_factorized,
+from edge.model.config import Pooling, nasnet_mobile
+from edge.model.keras_model import build_keras_model, load_keras_weights
+from edge.model.lowering import (EDGE, EDGE_FLOAT, Lowering, lowered_keras_weights, pack_factorized,
                            reference_keras_weights, split_for_concat)
 from edge.preprocessing import preprocess_batch
-from edge.torch_model import build_torch_model
+from edge.model.torch_model import build_torch_model
 
 from conftest import randomize_bn
 
@@ -24,7 +24,7 @@ def torch_probs(model, x):
 @pytest.fixture(scope="module")
 def reference(keras_reference):
     """Reference PyTorch NASNet-Mobile with the random Keras weights (realistic BN statistics)."""
-    from edge.weights import keras_model_weights
+    from edge.model.weights import keras_model_weights
 
     weights = keras_model_weights(keras_reference)
     model = build_torch_model(nasnet_mobile())
@@ -132,8 +132,8 @@ def test_tap_groups_sum_to_the_same_padded_7x7_depthwise_conv(size, stride):
     import torch
     import torch.nn.functional as F
 
-    from edge.config import same_pad
-    from edge.lowering import group_windows, tap_groups
+    from edge.model.config import same_pad
+    from edge.model.lowering import group_windows, tap_groups
 
     groups = tap_groups(7, stride)
     assert [(r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in groups] == ([14, 10, 25] if stride == 2 else [21, 21, 7])

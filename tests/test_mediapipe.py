@@ -85,7 +85,7 @@ def test_image_classifier_applies_the_normalization_exactly(which, mp_python, tf
     NormalizationOptions give the tensor the toolkit's preprocessing gives (bit for bit in int8)."""
     import cv2
 
-    from edge.runtime import open_model
+    from edge.runtime.runners import open_model
 
     m = tflite_int8 if which == "int8" else tflite_fp32
     path = tflite_dir / m["artifact"]

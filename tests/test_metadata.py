@@ -11,9 +11,9 @@ import pytest
 from conftest import assert_one_line_error, run_module, small_nasnet
 from converters.common import ConversionError
 from converters.quantized_input import input_grid, shift_stem_input
-from edge.config import Preprocessing
-from edge.runtime import read_tflite_embedded_manifest
-from edge.tflite_metadata import (LABELS_FILE, MANIFEST_FILE, MIN_PARSER_VERSION, MetadataError, associated_files,
+from edge.model.config import Preprocessing
+from edge.runtime.runners import read_tflite_embedded_manifest
+from edge.artifact.tflite_metadata import (LABELS_FILE, MANIFEST_FILE, MIN_PARSER_VERSION, MetadataError, associated_files,
                                   describe, metadata_buffers, read_metadata)
 
 
@@ -105,7 +105,7 @@ def test_input_grid_of_the_nasnet_scaling():
 
 def test_the_stem_shift_is_exact_on_a_real_nasnet_stem():
     """Folding the input shift into the BatchNorm after the 'valid' stem conv changes nothing the network computes."""
-    from edge.keras_model import build_keras_model, load_keras_weights
+    from edge.model.keras_model import build_keras_model, load_keras_weights
 
     cfg, model = small_nasnet()
     weights = model.keras_weights()
@@ -130,7 +130,7 @@ def head_part(small_tflite_cells):
 
 def test_metadata_round_trip_on_another_model_and_label_check(head_part, tmp_path):
     from converters.tflite import embed_metadata
-    from edge.tflite_metadata import associated_files_zip, model_about
+    from edge.artifact.tflite_metadata import associated_files_zip, model_about
 
     flat = head_part.read_bytes()
     assert read_metadata(flat) is None

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from edge.config import Pooling, nasnet_mobile
-from edge.genotypes import NASNET_A_NORMAL, NASNET_A_REDUCTION, CellKind, Genotype, Op
-from edge.keras_model import build_keras_model, load_keras_weights
-from edge.models import load_torch_model, resolve_weights
+from edge.model.config import Pooling, nasnet_mobile
+from edge.model.genotypes import NASNET_A_NORMAL, NASNET_A_REDUCTION, CellKind, Genotype, Op
+from edge.model.keras_model import build_keras_model, load_keras_weights
+from edge.model.sources import load_torch_model, resolve_weights
 from edge.preprocessing import preprocess_batch
-from edge.torch_model import build_torch_model, count_parameters
-from edge.weights import WeightsError, keras_model_weights, read_keras_h5
+from edge.model.torch_model import build_torch_model, count_parameters
+from edge.model.weights import WeightsError, keras_model_weights, read_keras_h5
 
 from conftest import REPO
 
@@ -149,8 +149,8 @@ def test_custom_class_count_in_both_builders(official_h5, real_images):
 
 def test_every_search_space_op_builds_and_agrees_across_builders():
     """A cell that uses all 13 operations (and concat combine) runs identically in both frameworks."""
-    from edge.config import NASNetConfig
-    from edge.genotypes import Combine
+    from edge.model.config import NASNetConfig
+    from edge.model.genotypes import Combine
 
     ops = list(Op)
     normal = Genotype(name="all_ops_normal", kind=CellKind.NORMAL,
@@ -172,7 +172,7 @@ def test_every_search_space_op_builds_and_agrees_across_builders():
 
 
 def test_toolkit_weights_round_trip(tmp_path, official_h5):
-    from edge.weights import save_toolkit_weights
+    from edge.model.weights import save_toolkit_weights
 
     tm, _ = load_torch_model(str(official_h5))
     save_toolkit_weights(tmp_path / "m.pt", tm, {"labels": ["x"] * 1000})
@@ -223,7 +223,7 @@ def test_verify_cli_rejects_a_corrupt_file_in_one_line(tmp_path, content):
 def test_verify_cli_rejects_a_file_of_another_network(tmp_path):
     import keras
 
-    from edge.weights import save_keras_model_as_h5
+    from edge.model.weights import save_keras_model_as_h5
 
     other = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(96, 96, 3))
     path = tmp_path / "mobilenet.h5"
@@ -237,8 +237,8 @@ def test_configurations_and_preprocessing_round_trip_exactly(name, tmp_path):
     """A saved configuration reloads as itself (a NASNet-Large one used to reload as NASNet-Mobile)."""
     from dataclasses import replace
 
-    from edge.config import NASNetConfig, Preprocessing, nasnet_large, nasnet_mobile
-    from edge.models import config_from_dict, resolve_weights
+    from edge.model.config import NASNetConfig, Preprocessing, nasnet_large, nasnet_mobile
+    from edge.model.sources import config_from_dict, resolve_weights
 
     cfg = {"mobile": nasnet_mobile(), "large": nasnet_large(num_classes=7, pooling="slim"),
            "small_custom": nasnet_mobile(num_classes=5).with_(penultimate_filters=96, num_blocks=1, stem_filters=32,
@@ -248,7 +248,7 @@ def test_configurations_and_preprocessing_round_trip_exactly(name, tmp_path):
     assert Preprocessing.from_dict(pre.to_dict()) == pre
     if name == "small_custom":  # and through a toolkit weights file, as a custom-class model is saved
         from conftest import small_nasnet
-        from edge.weights import save_toolkit_weights
+        from edge.model.weights import save_toolkit_weights
 
         small_cfg, model = small_nasnet(num_classes=5)
         save_toolkit_weights(tmp_path / "m.pt", model, {"labels": list("abcde")})
@@ -259,8 +259,8 @@ def test_configurations_and_preprocessing_round_trip_exactly(name, tmp_path):
 def test_the_keras_builder_and_the_lowering_do_not_import_torch():
     """Which earlier output a cell reads, and how it is adjusted, is decided once (``CellSpec.adjust``):
     the lowering no longer imports the PyTorch builder, and the Keras side loads without PyTorch."""
-    code = ("import sys, edge.lowering, edge.keras_model; "
-            "print(sorted(m for m in ('torch', 'edge.torch_model') if m in sys.modules))")
+    code = ("import sys, edge.model.lowering, edge.model.keras_model; "
+            "print(sorted(m for m in ('torch', 'edge.model.torch_model') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
@@ -268,7 +268,7 @@ def test_the_keras_builder_and_the_lowering_do_not_import_torch():
 def test_artifact_names_come_from_the_configuration():
     """Both converters name artifacts by the network they convert, not a hard-coded NASNet-Mobile."""
     from converters.common import artifact_base
-    from edge.config import nasnet_large
+    from edge.model.config import nasnet_large
 
     assert artifact_base(nasnet_mobile(num_classes=10), lowered=True) == "nasnet_mobile_edge"
     assert artifact_base(nasnet_large(), lowered=False) == "nasnet_large_stock"

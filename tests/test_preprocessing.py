@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge.config import Preprocessing
+from edge.model.config import Preprocessing
 from edge.labels import imagenet_labels, top_k
 from edge.preprocessing import ImageError, center_crop_box, load_rgb, preprocess
 

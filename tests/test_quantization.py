@@ -1,4 +1,4 @@
-"""Quantization-aware fine-tuning (edge.quant_aware) and the int8 sensitivity report (benchmarks.quantization)."""
+"""Quantization-aware fine-tuning (edge.training.quant_aware) and the int8 sensitivity report (benchmarks.quantization)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def small_model():
 
 
 def test_fake_quant_points_simulate_int8_and_switch_off(small_model):
-    from edge.quant_aware import FakeQuantPoints
+    from edge.training.quant_aware import FakeQuantPoints
 
     x = torch.rand(4, 3, 48, 48) * 2 - 1
     small_model.eval()
@@ -163,9 +163,9 @@ def test_auto_ranges_choose_the_mean_when_one_calibration_input_has_massive_acti
     much closer to the float one on ordinary inputs it never saw."""
     from converters.common import Precision, compare
     from converters.tflite import convert_keras
-    from edge.keras_model import build_keras_model, load_keras_weights
-    from edge.lowering import EDGE, lowered_keras_weights
-    from edge.runtime import LiteRTRunner
+    from edge.model.keras_model import build_keras_model, load_keras_weights
+    from edge.model.lowering import EDGE, lowered_keras_weights
+    from edge.runtime.runners import LiteRTRunner
 
     cfg, model = small_nasnet(num_classes=1000, realistic_bn=False)
     weights = lowered_keras_weights(model.keras_weights(), cfg, EDGE)

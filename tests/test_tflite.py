@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_module
-from edge.runtime import LiteRTRunner, open_model, read_tflite_embedded_manifest, TorchRunner
+from edge.runtime.runners import LiteRTRunner, open_model, read_tflite_embedded_manifest, TorchRunner
 from edge.preprocessing import list_images, preprocess_batch
-from edge.verify import sample_images_dir
+from edge.model.verify import sample_images_dir
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +112,8 @@ def test_labels_and_preprocessing_are_embedded_in_the_tflite(tflite_int8, tflite
 def test_per_cell_export_lists_every_cell_with_shapes_and_macs(small_tflite_cells):
     from conftest import small_nasnet
     from converters.tflite import op_histogram
-    from edge.config import nasnet_mobile
-    from edge.profile import part_macs
+    from edge.model.config import nasnet_mobile
+    from edge.model.profile import part_macs
 
     cfg, _ = small_nasnet()
     cells = json.loads((small_tflite_cells / "cells.json").read_text())

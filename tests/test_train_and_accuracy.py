@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ASSETS, assert_one_line_error, class_folders, run_module, shipped_classes
-from edge.models import default_model_path, resolve_weights
+from edge.model.sources import default_model_path, resolve_weights
 
 TINY = ["--image-size", "64", "--batch-size", "12", "--quiet"]
 
@@ -24,21 +24,21 @@ def tiny_imagenette(tmp_path_factory) -> Path:
 
 
 def train_args(*args) -> argparse.Namespace:
-    from edge.train import build_parser
+    from edge.training.train import build_parser
 
     return build_parser().parse_args([str(a) for a in args])
 
 
 def val_arrays(data: Path, size: int = 160):
     """The val split decoded as edge.train decodes it (--cache-size 160), for re-evaluating a checkpoint."""
-    from edge.data import ImageFolder, decode_square
+    from edge.training.data import ImageFolder, decode_square
 
     x, y, _ = decode_square(ImageFolder.scan(data / "val"), size, progress=False)
     return x, y
 
 
 def test_training_a_tiny_config_lowers_the_loss_on_real_images(tiny_imagenette, tmp_path):
-    from edge.train import build_parser, train
+    from edge.training.train import build_parser, train
 
     # 4 epochs of 3 steps from scratch; lr 0.002 measured to descend steadily here (0.01 and 0.02 oscillate)
     args = build_parser().parse_args(["--data", str(tiny_imagenette), "--output", str(tmp_path), "--epochs", "4",
@@ -59,7 +59,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
     ends where the uninterrupted run ends (the same crops, the same updates)."""
     import torch
 
-    from edge.train import train
+    from edge.training.train import train
 
     base = ["--data", tiny_imagenette, *TINY, "--epochs", "2", "--lr", "0.05", "--warmup-epochs", "0"]
     straight = train(train_args(*base, "--output", tmp_path / "straight"))
@@ -120,9 +120,9 @@ def test_quantization_aware_training_records_the_simulated_int8_accuracy(tiny_im
     int8 activation ranges applied (re-evaluated here from the checkpoint), and the saved model is float."""
     import torch
 
-    from edge.models import load_torch_model
-    from edge.quant_aware import FakeQuantPoints
-    from edge.train import evaluate, train
+    from edge.model.sources import load_torch_model
+    from edge.training.quant_aware import FakeQuantPoints
+    from edge.training.train import evaluate, train
 
     result = train(train_args("--data", tiny_imagenette, "--output", tmp_path, *TINY, "--epochs", "1",
                               "--quant-aware", "--no-augment"))
@@ -139,7 +139,7 @@ def test_quantization_aware_training_records_the_simulated_int8_accuracy(tiny_im
     fq.load_state_dict(ck["fake_quant"])
     assert evaluate(model, x, y, 64, pre)[0] == pytest.approx(rec["val_top1_int8_simulated"])
     # the simulation really is int8: a cell output takes at most 256 levels, and the logits move
-    from edge.data import center_resize, to_float
+    from edge.training.data import center_resize, to_float
 
     xb = center_resize(to_float(torch.from_numpy(x[:4]), pre.scale, pre.offset), 64, pre.crop_fraction)
     seen = []
@@ -167,10 +167,10 @@ def test_distillation_keeps_the_student_close_to_its_teacher(tiny_imagenette, tm
     import torch
     import torch.nn.functional as F
 
-    from edge.data import center_resize, to_float
-    from edge.models import load_torch_model
-    from edge.train import train
-    from edge.weights import save_toolkit_weights
+    from edge.training.data import center_resize, to_float
+    from edge.model.sources import load_torch_model
+    from edge.training.train import train
+    from edge.model.weights import save_toolkit_weights
 
     torch.manual_seed(1)
     start, _ = load_torch_model(None, num_classes=3, input_size=64)
@@ -195,7 +195,7 @@ def test_distillation_keeps_the_student_close_to_its_teacher(tiny_imagenette, tm
 
 
 def test_a_spent_time_budget_ends_the_run_after_the_first_epoch_with_final_pt(tiny_imagenette, tmp_path):
-    from edge.train import train
+    from edge.training.train import train
 
     # a budget already spent after epoch 1 stops the run there, though --epochs asks for 5
     result = train(train_args("--data", tiny_imagenette, *TINY, "--no-augment", "--output", tmp_path,

@@ -10,7 +10,7 @@ import enum
 import math
 from dataclasses import dataclass, field, replace
 
-from edge.genotypes import NASNET_A_NORMAL, NASNET_A_REDUCTION, CellKind, Genotype
+from edge.model.genotypes import NASNET_A_NORMAL, NASNET_A_REDUCTION, CellKind, Genotype
 from edge.errors import ConfigError
 
 # Keras/TF-slim BatchNormalization: momentum 0.9997 (PyTorch counts the other way: 1 - 0.9997),
@@ -187,7 +187,7 @@ class NASNetConfig:
     def from_dict(cls, d: dict) -> "NASNetConfig":
         """Inverse of :meth:`to_dict`: ``NASNetConfig.from_dict(c.to_dict()) == c``. Fields a saved dict lacks
         (files written before they existed) take NASNet-Mobile's values; genotypes are found by name."""
-        from edge.genotypes import GENOTYPES
+        from edge.model.genotypes import GENOTYPES
 
         def genotype(key: str, default: Genotype) -> Genotype:
             name = d.get(key, default.name)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from edge.config import NASNetConfig
+from edge.model.config import NASNetConfig
 
 
 def part_macs(config: NASNetConfig) -> list[dict]:
     """[{name, macs, params}] for stem, each cell and head, at the config's input size."""
     import torch
 
-    from edge.torch_model import build_torch_model
+    from edge.model.torch_model import build_torch_model
 
     model = build_torch_model(config)
     counts: dict[int, int] = {}

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from edge.errors import ModelError, UserError
-from edge.weights import sha256
+from edge.model.weights import sha256
 
 # The flatbuffer file identifier of an ExecuTorch program (bytes 4..8 of every .pte of this schema).
 PTE_IDENTIFIER = b"ET12"

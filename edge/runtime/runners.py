@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.config import Preprocessing
+from edge.model.config import Preprocessing
 from edge.errors import ModelError
-from edge.integrity import check_pte_header, probe_in_subprocess, verify_against_manifest
+from edge.artifact.integrity import check_pte_header, probe_in_subprocess, verify_against_manifest
 from edge.labels import Prediction, softmax, top_k
 from edge.preprocessing import ImageLike, preprocess
 
@@ -129,7 +129,7 @@ class LiteRTRunner(Runner):
         self.delegate = Delegate(delegate)
         if self.delegate is Delegate.GPU:
             raise ModelError("LiteRT's GPU accelerator runs through the CompiledModel API: use "
-                             "edge.gpu.LiteRTGpuRunner, or open_model(..., delegate='gpu')")
+                             "edge.runtime.gpu.LiteRTGpuRunner, or open_model(..., delegate='gpu')")
         verify_against_manifest(self.path)  # a damaged copy that would still load is named, not run
         Interpreter, OpResolverType = _litert()
         resolver = (OpResolverType.AUTO if self.delegate is Delegate.XNNPACK
@@ -195,7 +195,7 @@ class ExecuTorchRunner(Runner):
 
         from edge.quiet import captured_fds, quiet_executorch_import
 
-        # A damaged .pte can abort this process inside the runtime (edge/integrity.py): check it first.
+        # A damaged .pte can abort this process inside the runtime (edge/artifact/integrity.py): check it first.
         check_pte_header(self.path)
         checked = verify_against_manifest(self.path) is not None
         with quiet_executorch_import(), captured_fds():  # the import's native cpuinfo lines go to stderr
@@ -297,7 +297,7 @@ class TorchRunner(Runner):
                  device: str = "cpu"):
         import torch
 
-        from edge.models import load_torch_model
+        from edge.model.sources import load_torch_model
 
         if threads:
             torch.set_num_threads(threads)
@@ -336,7 +336,7 @@ class KerasRunner(Runner):
     kind = RuntimeKind.KERAS
 
     def __init__(self, weights: str | os.PathLike = "default", model=None, source=None):
-        from edge.keras_model import load_keras_model
+        from edge.model.keras_model import load_keras_model
 
         if model is None:
             model, source = load_keras_model(weights, classifier_activation=None)
@@ -354,7 +354,7 @@ def open_model(model: str | os.PathLike, *, threads: int = 1, delegate: Delegate
     """A runner for ``model``: a ``.tflite``, a ``.pte``, weights (``.pt``/``.h5``), or 'default'.
 
     ``delegate='gpu'``: a ``.tflite`` on LiteRT's GPU accelerator (``gpu_precision`` fp16 or fp32, see
-    :mod:`edge.gpu`), weights on CUDA."""
+    :mod:`edge.runtime.gpu`), weights on CUDA."""
     spec = str(model)
     delegate = Delegate(delegate)
     if runtime is not None and RuntimeKind(runtime) is RuntimeKind.KERAS:
@@ -365,7 +365,7 @@ def open_model(model: str | os.PathLike, *, threads: int = 1, delegate: Delegate
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     if path.suffix == ".tflite" and delegate is Delegate.GPU:
-        from edge.gpu import LiteRTGpuRunner
+        from edge.runtime.gpu import LiteRTGpuRunner
 
         return LiteRTGpuRunner(path, precision=gpu_precision)
     if path.suffix == ".tflite":

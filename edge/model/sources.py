@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from edge.config import NASNetConfig, Pooling, nasnet_mobile
+from edge.model.config import NASNetConfig, Pooling, nasnet_mobile
 from edge.labels import imagenet_labels
-from edge.weights import (KerasWeights, WeightsError, find_imagenet_weights, load_toolkit_weights, read_keras_h5,
+from edge.model.weights import (KerasWeights, WeightsError, find_imagenet_weights, load_toolkit_weights, read_keras_h5,
                           sha256)
 
 DEFAULT_MODEL = "nasnet_mobile_imagenette"
@@ -63,7 +63,7 @@ def resolve_weights(weights: str | Path | None, num_classes: int | None = None,
         if not path.is_file():
             raise WeightsError(f"the bundled default model is missing ({path}); reinstall the package "
                                "or pass --weights PATH")
-        from edge.integrity import verify_against_manifest
+        from edge.artifact.integrity import verify_against_manifest
 
         verify_against_manifest(path)
         src = _from_toolkit(path, "default")
@@ -74,7 +74,7 @@ def resolve_weights(weights: str | Path | None, num_classes: int | None = None,
         if not path.is_file():
             raise WeightsError(f"{path}: no such weights file (pass a Keras .h5, a toolkit .pt, "
                                "'imagenet' or 'default')")
-        from edge.integrity import verify_against_manifest
+        from edge.artifact.integrity import verify_against_manifest
 
         verify_against_manifest(path)  # a damaged copy that would still load is named, not used
         with open(path, "rb") as f:
@@ -120,7 +120,7 @@ def load_torch_model(weights: str | Path | None = "default", *, num_classes: int
 
     ``num_classes`` different from the weights' gives a new, randomly initialised head (fine-tuning).
     """
-    from edge.torch_model import build_torch_model
+    from edge.model.torch_model import build_torch_model
 
     src = source or resolve_weights(weights, num_classes, pooling)
     cfg = src.config

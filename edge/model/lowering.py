@@ -48,8 +48,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.config import NASNetConfig, same_pad
-from edge.weights import KerasWeights
+from edge.model.config import NASNetConfig, same_pad
+from edge.model.weights import KerasWeights
 
 FUSED_SUFFIX = "_fused"
 MAX_CONCAT_INPUTS = 5  # XNNPACK's largest concatenate node (xnn_define_concatenate5)

@@ -10,7 +10,7 @@ module, all measured with LiteRT 2.3 on lavapipe:
 - the first run of a model compiles its shaders (about 85 s for NASNet-Mobile on lavapipe): it is timed
   and reported apart from the steady state;
 - a process that has imported TensorFlow crashes (SIGSEGV) when it creates a CompiledModel: when
-  TensorFlow is loaded, the model runs in a worker process (``python -m edge.gpu_worker``) that
+  TensorFlow is loaded, the model runs in a worker process (``python -m edge.runtime.gpu_worker``) that
   never imports it, behind the same interface.
 
 Precision: ``fp16`` (the accelerator's default, as on phones: fp16 arithmetic inside) or ``fp32``
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.runtime import ModelError, ModelInfo, Runner, RuntimeKind, read_artifact_info
+from edge.runtime.runners import ModelError, ModelInfo, Runner, RuntimeKind, read_artifact_info
 
 log = logging.getLogger(__name__)
 
@@ -269,9 +269,9 @@ class GpuWorker:
         self.path = Path(path)
         self.precision = check_precision(precision)
         self.timeout = timeout
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                            os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge.gpu_worker"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge.runtime.gpu_worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         hello = self._call(("open", str(self.path), precision))
         for k, v in hello.items():
@@ -316,7 +316,7 @@ class GpuWorker:
 
 
 def worker_main() -> int:
-    """``python -m edge.gpu_worker``: serve one GPU model over stdin/stdout (length-prefixed pickles)."""
+    """``python -m edge.runtime.gpu_worker``: serve one GPU model over stdin/stdout (length-prefixed pickles)."""
     proto_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything native writes to stdout must not corrupt the protocol
     proto_in = sys.stdin.buffer
@@ -365,7 +365,7 @@ class LiteRTGpuRunner(Runner):
         self.gpu = open_gpu_model(self.path, precision, isolate)
         if len(self.gpu.inputs.names) != 1:
             raise ModelError(f"{self.path}: {len(self.gpu.inputs.names)} inputs; a classifier takes one image "
-                             "(per-cell parts: use edge.gpu.open_gpu_model)")
+                             "(per-cell parts: use edge.runtime.gpu.open_gpu_model)")
         self.info: ModelInfo = read_artifact_info(self.path)
 
     @property

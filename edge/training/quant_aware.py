@@ -23,7 +23,7 @@ class FakeQuantPoints:
     """Forward hooks that fake-quantize activations of a NASNet; ``enabled`` switches them off (float)."""
 
     def __init__(self, model: nn.Module, momentum: float = 0.01, observe_only_steps: int = 20):
-        from edge.torch_model import (Cell, KerasBatchNorm2d, KerasSeparableConv2d, Pool, SplitSeparableConv2d,
+        from edge.model.torch_model import (Cell, KerasBatchNorm2d, KerasSeparableConv2d, Pool, SplitSeparableConv2d,
                                       Stem)
 
         self.momentum = momentum

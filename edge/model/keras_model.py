@@ -1,8 +1,8 @@
-"""Keras NASNet, built from the same genotype and configuration as :mod:`edge.torch_model`.
+"""Keras NASNet, built from the same genotype and configuration as :mod:`edge.model.torch_model`.
 
 Layer names follow ``keras.applications.nasnet`` exactly (the 389 weighted layers of NASNet-Mobile
 match by name and shape), so official files load by name, and weights move between the two builders
-through the Keras-layout dict of :mod:`edge.weights`.
+through the Keras-layout dict of :mod:`edge.model.weights`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from edge.config import BN_EPSILON, BN_MOMENTUM_KERAS, CellSpec, NASNetConfig, Pooling, same_pad
-from edge.genotypes import Combine, Op
-from edge.lowering import (Lowering, avg_correction, group_windows, is_twin_pool_block, needs_split,
+from edge.model.config import BN_EPSILON, BN_MOMENTUM_KERAS, CellSpec, NASNetConfig, Pooling, same_pad
+from edge.model.genotypes import Combine, Op
+from edge.model.lowering import (Lowering, avg_correction, group_windows, is_twin_pool_block, needs_split,
                            split_for_concat, tap_groups)
-from edge.weights import KerasWeights, WeightsError
+from edge.model.weights import KerasWeights, WeightsError
 
 # Lowering in force while a model is being built (None: the reference network). Module state keeps the
 # many small builder functions' signatures equal to Keras' own; build_keras_model sets and resets it.
@@ -91,7 +91,7 @@ def _relu(x, name=None):
     if share and key in _RELU_CACHE:
         return _RELU_CACHE[key][1]
     if as_dwconv:
-        # int8 RELU stays on LiteRT's reference kernels (see edge.lowering); a 1x1 depthwise conv with unit
+        # int8 RELU stays on LiteRT's reference kernels (see edge.model.lowering); a 1x1 depthwise conv with unit
         # weights and a fused ReLU is the same function and runs in XNNPACK.
         import keras
 
@@ -144,7 +144,7 @@ def _pad2d(x, kernel, stride, dilation=1, name=None):
 def _split_separable(x, filters: int, kernel: int, stride: int, name: str):
     """Edge form of a SeparableConv2D with a large kernel: depthwise kernel groups of at most 25 taps, each
     on the input through its own zero pad (and crop where needed), summed, then the pointwise conv. Same
-    function as the 'same'-padded separable conv (see edge.lowering.tap_groups)."""
+    function as the 'same'-padded separable conv (see edge.model.lowering.tap_groups)."""
     layers = _layers()
     hw = (int(x.shape[1]), int(x.shape[2]))
     parts = []
@@ -204,7 +204,7 @@ def factorized_reduce(p, filters: int, conv_names: tuple[str, str], bn_name: str
     layers = _layers()
     p = _relu(p, relu_name)
     if _LOWERING is not None and _LOWERING.fuse_factorized:
-        from edge.lowering import FUSED_SUFFIX
+        from edge.model.lowering import FUSED_SUFFIX
 
         fused = conv_names[0].replace("_conv_1", "_conv", 1) + FUSED_SUFFIX
         p = layers.Conv2D(filters, (2, 2), strides=(2, 2), padding="same", use_bias=False, name=fused)(p)
@@ -231,7 +231,7 @@ def pool(x, op: Op, stride: int, name: str, pooling: Pooling, padded_cache: dict
     if (not is_avg and stride > 1 and pooling is Pooling.KERAS and _LOWERING is not None
             and _LOWERING.max_pool_border_map):
         # GPU target: no PAD -> MAX_POOL_2D (LiteRT's GPU merges the two with -inf padding, docs/gpu.md)
-        from edge.lowering import max_pool_border_map
+        from edge.model.lowering import max_pool_border_map
 
         border = max_pool_border_map(int(x.shape[1]), int(x.shape[2]), k, stride)
         y = cls((k, k), strides=(stride, stride), padding="same", name=name)(x)
@@ -297,11 +297,11 @@ def build_keras_model(config: NASNetConfig, include_top: bool = True, input_size
                       lowered: Lowering | bool | None = None):
     """The Keras NASNet for ``config`` (channels-last, static input size).
 
-    ``lowered``: build the edge form (``True`` = all rewrites of :mod:`edge.lowering`); its weights come
-    from :func:`edge.lowering.lowered_keras_weights`.
+    ``lowered``: build the edge form (``True`` = all rewrites of :mod:`edge.model.lowering`); its weights come
+    from :func:`edge.model.lowering.lowered_keras_weights`.
     """
     global _LOWERING
-    from edge.lowering import EDGE
+    from edge.model.lowering import EDGE
 
     previous = _LOWERING
     _LOWERING = EDGE if lowered is True else (lowered or None)
@@ -367,7 +367,7 @@ def cell_output_names(config: NASNetConfig) -> list[str]:
 def load_keras_model(weights="default", *, include_top: bool = True, input_size: int | None = None,
                      pooling=None, classifier_activation: str | None = "softmax", source=None):
     """(Keras NASNet with ``weights``, its WeightsSource); same weight choices as ``load_torch_model``."""
-    from edge.models import resolve_weights
+    from edge.model.sources import resolve_weights
 
     src = source or resolve_weights(weights, pooling=pooling)
     cfg = src.config if not input_size else src.config.with_(input_size=input_size)
@@ -375,7 +375,7 @@ def load_keras_model(weights="default", *, include_top: bool = True, input_size:
     if src.keras_weights is not None:
         w = src.keras_weights
     elif src.state_dict is not None:
-        from edge.torch_model import build_torch_model
+        from edge.model.torch_model import build_torch_model
 
         tm = build_torch_model(cfg)
         tm.load_state_dict(src.state_dict)
@@ -401,7 +401,7 @@ def build_keras_parts(config: NASNetConfig, lowered: Lowering | bool | None = No
     keras = import_tensorflow()
     layers = keras.layers
 
-    from edge.lowering import EDGE
+    from edge.model.lowering import EDGE
 
     previous = _LOWERING
     _LOWERING = EDGE if lowered is True else (lowered or None)

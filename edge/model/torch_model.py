@@ -1,4 +1,4 @@
-"""PyTorch NASNet, built from a genotype and a :class:`~edge.config.NASNetConfig`.
+"""PyTorch NASNet, built from a genotype and a :class:`~edge.model.config.NASNetConfig`.
 
 Every module that holds weights carries ``keras_name``, the name of the Keras layer it corresponds to,
 and converts its tensors to and from Keras layout (``keras_weights`` / ``load_keras_weights``), so that
@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge.config import BN_EPSILON, BN_MOMENTUM_TORCH, CellSpec, NASNetConfig, Pooling, same_pad, stem_output_size
-from edge.genotypes import Combine, Op
-from edge.lowering import (FUSED_SUFFIX, Lowering, avg_correction, group_windows, is_twin_pool_block, needs_split,
+from edge.model.config import BN_EPSILON, BN_MOMENTUM_TORCH, CellSpec, NASNetConfig, Pooling, same_pad, stem_output_size
+from edge.model.genotypes import Combine, Op
+from edge.model.lowering import (FUSED_SUFFIX, Lowering, avg_correction, group_windows, is_twin_pool_block, needs_split,
                            split_for_concat, tap_groups)
-from edge.weights import WeightsError
+from edge.model.weights import WeightsError
 
 
 # ----------------------------------------------------------------------------- weighted layers
@@ -74,8 +74,8 @@ class KerasDepthwiseConv2d(nn.Conv2d):
 
 class SplitSeparableConv2d(nn.Module):
     """Edge form of a large-kernel SeparableConv2D: depthwise kernel groups of at most 25 taps
-    (:func:`~edge.lowering.tap_groups`), each on the input through its own zero pad (and crop where a
-    group starts beyond the padding), summed, then the pointwise conv (see edge.lowering)."""
+    (:func:`~edge.model.lowering.tap_groups`), each on the input through its own zero pad (and crop where a
+    group starts beyond the padding), summed, then the pointwise conv (see edge.model.lowering)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, hw: tuple[int, int], *, keras_name: str):
         super().__init__()
@@ -176,7 +176,7 @@ class SeparableBlock(nn.Module):
         self.bn1 = KerasBatchNorm2d(filters, keras_name=f"separable_conv_1_bn_{name}")
         self.bn2 = KerasBatchNorm2d(filters, keras_name=f"separable_conv_2_bn_{name}")
 
-    pre_relu = True  # False: the cell passes the ReLU of the state, shared (edge.lowering share_relu)
+    pre_relu = True  # False: the cell passes the ReLU of the state, shared (edge.model.lowering share_relu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn1(self.sep1(self.pad(F.relu(x) if self.pre_relu else x)))
@@ -213,7 +213,7 @@ class ConvBlock(nn.Module):
 
 
 class Pool(nn.Module):
-    """k x k max or average pool with NASNet's border semantics (see :class:`~edge.config.Pooling`)."""
+    """k x k max or average pool with NASNet's border semantics (see :class:`~edge.model.config.Pooling`)."""
 
     def __init__(self, op: Op, stride: int, hw: tuple[int, int], pooling: Pooling, channels: int = 0,
                  lowering: Lowering | None = None, scale: float = 1.0):
@@ -226,9 +226,9 @@ class Pool(nn.Module):
         # stride 1 in both modes, TF-slim's stride 2) ignores the padding: -inf for max, and for
         # the average a constant per-position correction k*k / (number of real pixels in the window).
         self.zero_pad = stride > 1 and pooling is Pooling.KERAS
-        # GPU target: -inf padding, then the zeros back on the border windows (edge.lowering.max_pool_border_map)
+        # GPU target: -inf padding, then the zeros back on the border windows (edge.model.lowering.max_pool_border_map)
         if self.is_max and self.zero_pad and lowering is not None and lowering.max_pool_border_map:
-            from edge.lowering import max_pool_border_map
+            from edge.model.lowering import max_pool_border_map
 
             self.register_buffer("border", torch.from_numpy(max_pool_border_map(hw[0], hw[1], k, stride))[None, None],
                                  persistent=False)
@@ -438,7 +438,7 @@ class NASNet(nn.Module):
     def __init__(self, config: NASNetConfig, include_top: bool = True, input_size: int | None = None,
                  lowered: Lowering | bool | None = None):
         super().__init__()
-        from edge.lowering import EDGE
+        from edge.model.lowering import EDGE
 
         self.lowering = EDGE if lowered is True else (lowered or None)
         self.config = config
@@ -515,9 +515,9 @@ def _p_sources(config: NASNetConfig, n_cells: int) -> list[int | None]:
 
 def build_torch_model(config: NASNetConfig, include_top: bool = True, input_size: int | None = None,
                       lowered: Lowering | bool | None = None) -> NASNet:
-    """The PyTorch NASNet for ``config`` (random weights; see :mod:`edge.weights` to load some).
+    """The PyTorch NASNet for ``config`` (random weights; see :mod:`edge.model.weights` to load some).
 
-    ``lowered``: the edge form of :mod:`edge.lowering`; load it with ``lowered_keras_weights``.
+    ``lowered``: the edge form of :mod:`edge.model.lowering`; load it with ``lowered_keras_weights``.
     """
     model = NASNet(config, include_top=include_top, input_size=input_size, lowered=lowered)
     model.eval()
