@@ -100,18 +100,23 @@ def noise_budget(model, calibration: np.ndarray, images: np.ndarray) -> list[dic
 
     import torch
 
-    from edge.model.torch_model import Cell, KerasBatchNorm2d, KerasSeparableConv2d, SplitSeparableConv2d
+    from edge.model.plan import Kind
 
     ref = _batched(model, images)
 
     def points(kind: str):
-        for name, mod in model.named_modules():
-            if kind == "depthwise outputs" and isinstance(mod, (KerasSeparableConv2d, SplitSeparableConv2d)):
-                yield name, mod.pointwise, True
-            elif kind == "BatchNorm outputs" and isinstance(mod, KerasBatchNorm2d):
-                yield name, mod, False
-            elif kind == "cell outputs" and isinstance(mod, Cell):
-                yield name, mod, False
+        """(name, module, pre-hook?) of the tensors of one class, found from the plan's nodes."""
+        for i, part in enumerate(model.cells):
+            if kind == "cell outputs":
+                yield f"cells.{i}", part, False
+        for part in [model.stem, *model.cells]:
+            for n in part.nodes:
+                if kind == "depthwise outputs" and n.kind is Kind.SEPARABLE:
+                    yield n.name, part.layers[n.weights].pointwise, True
+                elif kind == "depthwise outputs" and n.kind is Kind.CONV and n.weights.endswith("_pw"):
+                    yield n.name, part.layers[n.weights], True  # a split separable's pointwise conv
+                elif kind == "BatchNorm outputs" and n.kind is Kind.BATCH_NORM:
+                    yield n.name, part.layers[n.weights], False
 
     def run_with(kinds: list[str]) -> np.ndarray:
         ranges: dict[str, list[float]] = {}
@@ -197,15 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     from converters.common import (command_line, load_images, now_iso, package_folder, write_json_atomic)
-    from edge.model.lowering import lowered_keras_weights
     from edge.model.sources import load_torch_model
-    from edge.model.torch_model import build_torch_model
+    from edge.model.torch_emit import build_torch_model
 
     reference, src = load_torch_model(args.weights)
     cfg = src.config
-    model = build_torch_model(cfg, lowered=True)
-    model.load_keras_weights(lowered_keras_weights(reference.keras_weights(), cfg))
-    model.eval()
+    model = build_torch_model(cfg, "xnnpack_fp32")  # the edge form ExecuTorch's PT2E quantizer takes
+    model.load_keras_weights(model.plan.lower_weights(reference.keras_weights()))
     data = args.data or package_folder("samples")
     images = load_images(data, cfg.preprocessing, limit=args.images, what="validation")
     calibration = load_images(args.calibration or package_folder("calibration"), cfg.preprocessing,

@@ -531,7 +531,7 @@ def export_cells(model, precision: Precision, calibration: np.ndarray | None, ba
     from tqdm import tqdm
 
     from edge.model.profile import part_macs
-    from edge.model.torch_model import part_feeds, torch_parts
+    from edge.model.torch_emit import part_feeds, torch_parts
 
     cell_dir = out_dir / "cells"
     cell_dir.mkdir(parents=True, exist_ok=True)
@@ -558,7 +558,7 @@ def export_cells(model, precision: Precision, calibration: np.ndarray | None, ba
                         "size_bytes": path.stat().st_size, "delegation": delegation_report(edge),
                         "export_seconds": edge._nasnet_timings})
     manifest = {"model": model.config.name, "backend": backend, "precision": precision.value,
-                "lowered": model.lowering is not None, "parts": listing,
+                "lowered": model.lowering is not None, "plan": model.plan.describe(), "parts": listing,
                 "total_macs": sum(p["macs"] for p in listing)}
     write_json_atomic(cell_dir / "cells.json", manifest)
     return manifest
@@ -683,10 +683,9 @@ def convert(args: argparse.Namespace) -> dict | list[dict]:
     order, when ``--precision`` names several."""
     import torch
 
-    from edge.model.lowering import lowered_keras_weights
-    from edge.model.sources import resolve_weights
+    from edge.model.sources import load_torch_model, resolve_weights
+    from edge.model.torch_emit import build_torch_model
     from edge.runtime.runners import ExecuTorchRunner
-    from edge.model.torch_model import build_torch_model
     from edge.model.weights import sha256
 
     precisions = precisions_of(args)
@@ -704,15 +703,11 @@ def convert(args: argparse.Namespace) -> dict | list[dict]:
         cfg = src.config
         float_modules = part_module_names(args.fp32_parts, len(cfg.cells())) if precision is Precision.INT8 else ()
         pre = cfg.preprocessing
-        reference = build_torch_model(cfg)
-        if src.keras_weights is not None:
-            reference.load_keras_weights(src.keras_weights)
-        elif src.state_dict is not None:
-            reference.load_state_dict(src.state_dict)
+        reference, _ = load_torch_model(source=src)
         model = reference
-        if lowered:
-            model = build_torch_model(cfg, lowered=True)
-            model.load_keras_weights(lowered_keras_weights(reference.keras_weights(), cfg))
+        if lowered:  # XNNPACK's float edge form: PT2E's int8 quantizer takes ReLU as it is (no relu_as_dwconv)
+            model = build_torch_model(cfg, "xnnpack_fp32")
+            model.load_keras_weights(model.plan.lower_weights(reference.keras_weights()))
         val_dir = args.validation or package_folder("validation")
         validation = load_images(val_dir, pre, what="validation")
         calibration = None
@@ -748,7 +743,7 @@ def convert(args: argparse.Namespace) -> dict | list[dict]:
         "lowered": lowered, "labels": src.labels, "preprocessing": pre.to_dict(),
         "io": "float32 NCHW in, float32 logits out (apply softmax for probabilities)",
         "artifact": artifact.name, "created": now_iso(), "command": command_line(),
-        "source": src.describe(), "config": cfg.to_dict(),
+        "source": src.describe(), "config": cfg.to_dict(), "plan": model.plan.describe(),
         "calibration": calibration.describe(args.calibration) if calibration is not None else None,
         "quantization": {"scheme": "PT2E static, XNNPACKQuantizer symmetric, per-channel weights",
                          "fp32_parts": [part_name(m) for m in float_modules],

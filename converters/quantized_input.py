@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.model.config import Preprocessing
 
-STEM_CONV, STEM_BN = "stem_conv1", "stem_bn1"  # the first layers in both Keras builders (edge/model/keras_model.py)
+STEM_CONV, STEM_BN = "stem_conv1", "stem_bn1"  # the first layers in both Keras builders (edge/model/plan.py: compile)
 
 
 @dataclass(frozen=True)

@@ -292,7 +292,7 @@ def delegation_report(path: Path, threads: int = 1) -> dict:
 
 
 # ----------------------------------------------------------------------------- per-cell export
-def export_cells(cfg, weights, lowering, precision: Precision, calibration: np.ndarray | None, io: str,
+def export_cells(plan, weights, precision: Precision, calibration: np.ndarray | None, io: str,
                  out_dir: Path, whole_model, ranges: str = "mse") -> dict:
     """Every part (stem, cells, head) as its own ``.tflite`` with its real input shapes.
 
@@ -303,18 +303,19 @@ def export_cells(cfg, weights, lowering, precision: Precision, calibration: np.n
     import keras
     from tqdm import tqdm
 
-    from edge.model.keras_model import build_keras_parts, load_keras_weights, part_inputs
+    from edge.model.keras_emit import emit_keras_parts, load_keras_weights, part_inputs, part_output_names
     from edge.model.profile import part_macs
 
+    cfg = plan.config
     cell_dir = out_dir / "cells"
     cell_dir.mkdir(parents=True, exist_ok=True)
-    parts = build_keras_parts(cfg, lowering)
-    names = ["stem_bn1"] + [f"{s.kind.value}_concat_{s.block_id}" for s in cfg.cells()]
+    parts = emit_keras_parts(plan)
+    names = part_output_names(plan)  # the stem's and every cell's output layer
     feeds_per_image = None
     if calibration is not None:
         tap = keras.Model(whole_model.input, [whole_model.get_layer(n).output for n in names])
         acts = [np.asarray(a) for a in tap.predict(calibration, verbose=0, batch_size=16)]
-        feeds_per_image = [part_inputs(cfg, [a[i] for a in acts], calibration[i]) for i in range(len(calibration))]
+        feeds_per_image = [part_inputs(plan, [a[i] for a in acts], calibration[i]) for i in range(len(calibration))]
     macs = {m["name"]: m for m in part_macs(cfg)}
     listing = []
     for k, (name, model) in enumerate(tqdm(parts, desc="cells", unit="part")):
@@ -332,8 +333,8 @@ def export_cells(cfg, weights, lowering, precision: Precision, calibration: np.n
                         "output": list(model.outputs[0].shape[1:]), "macs": macs[name]["macs"],
                         "params": macs[name]["params"], "size_bytes": path.stat().st_size,
                         "delegation": delegation_report(path)})
-    manifest = {"model": cfg.name, "precision": precision.value, "lowered": lowering is not None,
-                "parts": listing, "total_macs": sum(p["macs"] for p in listing)}
+    manifest = {"model": cfg.name, "precision": precision.value, "lowered": plan.target != "reference",
+                "plan": plan.describe(), "parts": listing, "total_macs": sum(p["macs"] for p in listing)}
     write_json_atomic(cell_dir / "cells.json", manifest)
     return manifest
 
@@ -377,8 +378,7 @@ def convert(args: argparse.Namespace) -> dict | list[dict]:
     from edge.runtime.runners import _litert
 
     _litert()  # import LiteRT now: a Ctrl-C inside its import later would read as "no LiteRT runtime"
-    from edge.model.sources import resolve_weights
-    from edge.model.torch_model import build_torch_model
+    from edge.model.sources import reference_weights, resolve_weights
 
     precisions = precisions_of(args)
     threshold = agreement_threshold(args.fail_under_agreement)
@@ -400,12 +400,7 @@ def convert(args: argparse.Namespace) -> dict | list[dict]:
         src = resolve_weights(args.weights)
         cfg = src.config
         pre = cfg.preprocessing
-        tm = build_torch_model(cfg)
-        if src.keras_weights is not None:
-            tm.load_keras_weights(src.keras_weights)
-        elif src.state_dict is not None:
-            tm.load_state_dict(src.state_dict)
-        weights = tm.keras_weights()
+        weights = reference_weights(src)
         calib_dir = args.calibration or package_folder("calibration")
         val_dir = args.validation or package_folder("validation")
         validation = load_images(val_dir, pre, what="validation")
@@ -414,7 +409,7 @@ def convert(args: argparse.Namespace) -> dict | list[dict]:
             calibration = load_images(calib_dir, pre, limit=args.num_calibration, what="calibration",
                                       exclude={f.resolve() for f in validation.files})
 
-    from edge.model.keras_model import build_keras_model, load_keras_weights
+    from edge.model.keras_emit import build_keras_model, load_keras_weights
 
     with stages.stage("build the Keras reference and predict the validation images"):
         import_tensorflow()
@@ -465,42 +460,37 @@ class _Shared:
     out_dir: Path
     threshold: float | None
     stages: Stages
-    # input grid or None -> (Keras model, its weights, its lowering, its KerasExport or None)
+    # "int8" | "float" -> (Keras model, its weights, its plan, its KerasExport or None)
     forms: dict = field(default_factory=dict)
 
 
 def _form(shared: _Shared, precision: Precision):
-    """(model, weights, lowering, export) that ``precision`` converts, built once per form: int8 has its own
+    """(model, weights, plan, export) that ``precision`` converts, built once per form: int8 has its own
     (the int8 edge form, its stem shifted to the input grid); the float precisions share one."""
     key = "int8" if precision is Precision.INT8 else "float"
     if key in shared.forms:
         return shared.forms[key]
-    from edge.model.keras_model import build_keras_model, load_keras_weights
-    from edge.model.lowering import lowered_keras_weights
+    from edge.model.keras_emit import emit_keras, load_keras_weights
+    from edge.model.passes import GPU, REFERENCE, XNNPACK_FP32, XNNPACK_INT8, build_plan
 
     cfg, weights = shared.cfg, shared.weights
     grid = input_grid(cfg.preprocessing) if precision is Precision.INT8 else None
+    if not shared.lowered:
+        target = REFERENCE
+    else:
+        target = GPU if shared.gpu_target else XNNPACK_INT8 if precision is Precision.INT8 else XNNPACK_FP32
     with shared.stages.stage(f"build Keras model ({'edge form' if shared.lowered else 'stock graph'}"
                              f"{', int8' if grid is not None else ''})"):
-        model, lowering, model_weights = shared.reference, None, weights
-        if shared.lowered:
-            from edge.model.lowering import EDGE, EDGE_FLOAT
-
-            lowering = EDGE if precision is Precision.INT8 else EDGE_FLOAT
-            if shared.gpu_target:
-                from edge.model.lowering import GPU as lowering
-            model_weights = lowered_keras_weights(weights, cfg, lowering)
-            if grid is not None:
-                model_weights = shift_stem_input(model_weights, grid.delta)
-            model = build_keras_model(cfg, classifier_activation=None, lowered=lowering)
-            load_keras_weights(model, model_weights)
-        elif grid is not None:
-            model_weights = shift_stem_input(weights, grid.delta)
-            model = build_keras_model(cfg, classifier_activation=None)
+        plan = build_plan(cfg, target)
+        model, model_weights = shared.reference, plan.lower_weights(weights)
+        if grid is not None:  # int8: the quantized input holds the pixels exactly (converters/quantized_input.py)
+            model_weights = shift_stem_input(model_weights, grid.delta)
+        if shared.lowered or grid is not None:
+            model = emit_keras(plan, classifier_activation=None)
             load_keras_weights(model, model_weights)
     # the float form is converted once per float precision: export its SavedModel once
     export = KerasExport(model) if key == "float" else None
-    shared.forms[key] = (model, model_weights, lowering, export)
+    shared.forms[key] = (model, model_weights, plan, export)
     return shared.forms[key]
 
 
@@ -508,7 +498,7 @@ def _convert_one(shared: _Shared, precision: Precision) -> dict:
     args, cfg, src, stages = shared.args, shared.cfg, shared.src, shared.stages
     timings_before = set(stages.timings)
     pre, lowered, gpu_target, validation = cfg.preprocessing, shared.lowered, shared.gpu_target, shared.validation
-    model, model_weights, lowering, export = _form(shared, precision)
+    model, model_weights, plan, export = _form(shared, precision)
     # int8: the quantized input holds the pixels exactly (converters/quantized_input.py)
     grid = input_grid(pre) if precision is Precision.INT8 else None
     calibration = shared.calibration if precision is Precision.INT8 else None
@@ -566,7 +556,7 @@ def _convert_one(shared: _Shared, precision: Precision) -> dict:
     manifest = {
         **embedded,
         "artifact": artifact.name, "created": now_iso(), "command": command_line(),
-        "source": src.describe(), "config": cfg.to_dict(),
+        "source": src.describe(), "config": cfg.to_dict(), "plan": plan.describe(),
         "calibration": ({**calibration.describe(args.calibration), "activation_ranges": ranges_report}
                         if calibration is not None else None),
         "validation": {"reference": "Keras float32 model (reference network, not lowered)", **val,
@@ -587,7 +577,7 @@ def _convert_one(shared: _Shared, precision: Precision) -> dict:
     manifest["validation"].update(agreement_gate(val, shared.threshold))
     if args.cells:
         with stages.stage(f"per-cell export ({precision.value})"):
-            cells = export_cells(cfg, model_weights, lowering, precision, calib_batch, args.io, shared.out_dir, model,
+            cells = export_cells(plan, model_weights, precision, calib_batch, args.io, shared.out_dir, model,
                                  ranges=ranges_report.get("method", args.activation_ranges))
         manifest["cells"] = {"folder": "cells", "manifest": "cells/cells.json", "count": len(cells["parts"])}
     write_json_atomic(artifact.with_name(artifact.name + ".json"), manifest)

@@ -78,12 +78,13 @@ def small_nasnet(num_classes: int = 5, lowered=None, realistic_bn: bool = True):
     import torch
 
     from edge.model.config import nasnet_mobile
-    from edge.model.torch_model import build_torch_model
+    from edge.model.torch_emit import build_torch_model
 
     cfg = nasnet_mobile(num_classes=num_classes).with_(penultimate_filters=96, num_blocks=1, stem_filters=32,
                                                        input_size=48)
     torch.manual_seed(0)
-    model = build_torch_model(cfg, lowered=lowered)
+    # lowered: a target of edge.model.passes (True: XNNPACK's float edge form, what ExecuTorch is given)
+    model = build_torch_model(cfg, "xnnpack_fp32" if lowered is True else (lowered or "reference"))
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # random init leaves mean 0 / var 1, which hides layout bugs
         for bn in () if not realistic_bn else (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):

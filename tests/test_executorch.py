@@ -41,10 +41,10 @@ def test_pad_annotation_shares_quantization_with_its_input():
 
     from converters.executorch import nasnet_xnnpack_quantizer
     from edge.model.config import nasnet_mobile
-    from edge.model.torch_model import build_torch_model
+    from edge.model.torch_emit import build_torch_model
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    model = build_torch_model(nasnet_mobile(num_classes=10, input_size=64), lowered=True)
+    model = build_torch_model(nasnet_mobile(num_classes=10, input_size=64), "xnnpack_fp32")
     x = torch.randn(1, 3, 64, 64)
     prepared = prepare_pt2e(torch.export.export(model, (x,), strict=False).module(), nasnet_xnnpack_quantizer())
     prepared(x)
@@ -153,7 +153,7 @@ def test_per_cell_programs_are_delegated_and_reproduce_the_network(tmp_path, mon
     from conftest import small_nasnet
     from converters.common import Precision
     from converters.executorch import export_cells
-    from edge.model.torch_model import part_feeds, torch_parts
+    from edge.model.torch_emit import part_feeds, torch_parts
 
     cfg, model = small_nasnet(lowered=True)
     images = np.random.default_rng(0).uniform(-1, 1, (6, 48, 48, 3)).astype(np.float32)

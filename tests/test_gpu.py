@@ -23,7 +23,7 @@ NO_GPU_OK = os.environ.get("NASNET_EDGE_NO_GPU") == "1"
 UPSTREAM = ("LiteRT 2.3's GPU graph compiler merges a zero PAD into the POOLING_2D that is its only consumer, "
             "whatever the pooling type (merge_padding_with.cc), and its pooling kernels leave out-of-bounds taps out "
             "(max: -inf; average: not counted); docs/gpu.md. When this passes, upstream is fixed: "
-            "Lowering.max_pool_border_map (the GPU target's rewrite) can go")
+            "the GPU target's max_pool_border_map pass (edge/model/passes.py) can go")
 
 
 def _save_tflite(model, path):
@@ -40,10 +40,10 @@ def _save_tflite(model, path):
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
     """Micro models (8 channels, odd and even sizes): Keras' zero pad + 'valid' stride-2 pools, and the GPU form
-    of the max pool (:func:`edge.model.lowering.max_pool_border_map`)."""
+    of the max pool (:func:`edge.model.passes.max_pool_border_map`)."""
     from edge.model.config import same_pad
-    from edge.model.keras_model import _const_maximum_layer
-    from edge.model.lowering import max_pool_border_map
+    from edge.model.keras_emit import _const_maximum_layer
+    from edge.model.plan import border_map
     from edge.quiet import import_tensorflow
 
     keras = import_tensorflow()
@@ -57,7 +57,7 @@ def micro(tmp_path_factory):
             files[(kind, hw)] = _save_tflite(keras.Model(inp, pool(3, 2, "valid")(L.ZeroPadding2D(pad)(inp))),
                                              out / f"pad_{kind}pool_{hw}.tflite")
         inp = keras.Input((hw, hw, 8), batch_size=1)
-        y = _const_maximum_layer()(max_pool_border_map(hw, hw, 3, 2))(L.MaxPooling2D(3, 2, "same")(inp))
+        y = _const_maximum_layer()(border_map(hw, hw, 3, 2))(L.MaxPooling2D(3, 2, "same")(inp))
         files[("gpu_form", hw)] = _save_tflite(keras.Model(inp, y), out / f"gpu_form_maxpool_{hw}.tflite")
     return files
 
@@ -127,14 +127,14 @@ def test_the_gpu_result_is_the_pool_that_leaves_the_padding_out(gpu, micro):
 @pytest.mark.parametrize("hw", [7, 8, 9, 12, 13, 28])
 def test_border_map_max_pool_is_the_zero_padded_max_pool(hw):
     from edge.model.config import same_pad
-    from edge.model.lowering import max_pool_border_map
+    from edge.model.plan import border_map
 
     t = torch.from_numpy(_negative_input(hw)).permute(0, 3, 1, 2)
     (pt, pb), (pl, pr) = same_pad(hw, 3, 2), same_pad(hw, 3, 2)
     F = torch.nn.functional
     want = F.max_pool2d(F.pad(t, (pl, pr, pt, pb), value=0.0), 3, 2)
     got = torch.maximum(F.max_pool2d(F.pad(t, (pl, pr, pt, pb), value=float("-inf")), 3, 2),
-                        torch.from_numpy(max_pool_border_map(hw, hw, 3, 2)))
+                        torch.from_numpy(border_map(hw, hw, 3, 2)))
     assert torch.equal(got, want)
 
 
@@ -149,7 +149,7 @@ def test_gpu_form_of_the_max_pool_is_exact_on_the_gpu(gpu, micro, hw):
 
 
 def _reference_probs(cfg, weights, x):
-    from edge.model.torch_model import build_torch_model
+    from edge.model.torch_emit import build_torch_model
 
     r = build_torch_model(cfg)
     r.load_keras_weights(weights)
@@ -166,14 +166,13 @@ def _photos(cfg, n=4):
 
 @pytest.mark.parametrize("size", [48, 45])  # even and odd borders
 def test_gpu_lowering_is_the_reference_function_in_torch(size):
-    from edge.model.lowering import GPU, lowered_keras_weights
-    from edge.model.torch_model import build_torch_model
+    from edge.model.torch_emit import build_torch_model
 
     cfg, ref = small_nasnet()
     cfg = cfg.with_(input_size=size)
     x = _photos(cfg)
-    t = build_torch_model(cfg, lowered=GPU)
-    t.load_keras_weights(lowered_keras_weights(ref.keras_weights(), cfg, GPU))
+    t = build_torch_model(cfg, "gpu")
+    t.load_keras_weights(t.plan.lower_weights(ref.keras_weights()))
     with torch.inference_mode():
         got = torch.softmax(t.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)), 1).numpy()
     assert np.abs(got - _reference_probs(cfg, ref.keras_weights(), x)).max() <= 1e-5
@@ -194,19 +193,20 @@ def small_gpu(tmp_path_factory):
     (``converters.tflite`` functions, as ``--target gpu --cells`` runs them)."""
     from converters.common import Precision
     from converters.tflite import convert_keras, export_cells
-    from edge.model.keras_model import build_keras_model, load_keras_weights
-    from edge.model.lowering import GPU, lowered_keras_weights
+    from edge.model.keras_emit import emit_keras, load_keras_weights
+    from edge.model.passes import build_plan
 
     cfg, model = small_nasnet()
     out = tmp_path_factory.mktemp("small_gpu")
-    w = lowered_keras_weights(model.keras_weights(), cfg, GPU)
-    k = build_keras_model(cfg, classifier_activation=None, lowered=GPU)
+    plan = build_plan(cfg, "gpu")
+    w = plan.lower_weights(model.keras_weights())
+    k = emit_keras(plan, classifier_activation=None)
     load_keras_weights(k, w)
     path = out / "small_gpu_fp32.tflite"
     path.write_bytes(convert_keras(k, Precision.FP32, progress=False))
     path.with_name(path.name + ".json").write_text(json.dumps(
         {"labels": [f"class{i}" for i in range(cfg.num_classes)], "preprocessing": cfg.preprocessing.to_dict()}))
-    export_cells(cfg, w, GPU, Precision.FP32, None, "float", out, k)
+    export_cells(plan, w, Precision.FP32, None, "float", out, k)
     return {"gpu": path, "gpu_cells": out / "cells", "keras": (cfg, model.keras_weights(), k)}
 
 

@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from edge.model.config import Pooling, nasnet_mobile
-from edge.model.keras_model import build_keras_model, load_keras_weights
-from edge.model.lowering import (EDGE, EDGE_FLOAT, Lowering, lowered_keras_weights, pack_factorized,
-                           reference_keras_weights, split_for_concat)
+from edge.model.keras_emit import build_keras_model, emit_keras, load_keras_weights
+from edge.model.passes import XNNPACK_FP32, XNNPACK_INT8, build_plan, pack_factorized, split_for_concat
+from edge.model.torch_emit import build_torch_model, emit_torch
 from edge.preprocessing import preprocess_batch
-from edge.model.torch_model import build_torch_model
 
 from conftest import randomize_bn
 
@@ -32,19 +31,20 @@ def reference(keras_reference):
     return model, weights
 
 
-@pytest.mark.parametrize("lowering", [EDGE, EDGE_FLOAT, Lowering(fuse_factorized=False, split_concat=False),
-                                      Lowering(avgpool_as_dwconv=False, relu_as_dwconv=False),
-                                      Lowering(share_relu=False, merge_twin_pools=False)])
-def test_edge_form_equals_reference_in_both_builders(reference, real_images, lowering):
+@pytest.mark.parametrize("target", [XNNPACK_INT8, XNNPACK_FP32, XNNPACK_INT8.without("fuse_factorized", "split_concat"),
+                                    XNNPACK_FP32.without("avgpool_as_dwconv"),
+                                    XNNPACK_FP32.without("share_relu", "merge_twin_pools")], ids=lambda t: t.name)
+def test_edge_form_equals_reference_in_both_builders(reference, real_images, target):
     model, weights = reference
     cfg = model.config
     x = preprocess_batch(real_images[:6], cfg.preprocessing)
     want = torch_probs(model, x)
-    lw = lowered_keras_weights(weights, cfg, lowering)
-    edge_t = build_torch_model(cfg, lowered=lowering)
+    plan = build_plan(cfg, target)
+    lw = plan.lower_weights(weights)
+    edge_t = emit_torch(plan)
     edge_t.load_keras_weights(lw)
     assert np.abs(torch_probs(edge_t, x) - want).max() <= 1e-5
-    edge_k = build_keras_model(cfg, lowered=lowering)
+    edge_k = emit_keras(plan)
     load_keras_weights(edge_k, lw)
     assert np.abs(edge_k.predict(x, verbose=0) - want).max() <= 1e-5
 
@@ -59,8 +59,8 @@ def test_edge_form_is_exact_at_odd_sizes_and_in_slim_mode(size, pooling):
                 m.running_mean.normal_(0, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
     x = np.random.default_rng(1).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
-    edge = build_torch_model(cfg, lowered=True)
-    edge.load_keras_weights(lowered_keras_weights(ref.keras_weights(), cfg))
+    edge = build_torch_model(cfg, XNNPACK_INT8)
+    edge.load_keras_weights(edge.plan.lower_weights(ref.keras_weights()))
     assert np.abs(torch_probs(edge, x) - torch_probs(ref, x)).max() <= 1e-5
 
 
@@ -69,15 +69,15 @@ def test_factorized_reduction_packs_into_one_2x2_conv_and_back():
     k1, k2 = rng.normal(size=(1, 1, 8, 3)), rng.normal(size=(1, 1, 8, 3))
     fused = pack_factorized(k1, k2)
     assert fused.shape == (2, 2, 8, 6) and fused[0, 1].max() == 0 and fused[1, 0].max() == 0
-    cfg = nasnet_mobile()
+    plan = build_plan(nasnet_mobile(), XNNPACK_FP32)
     w = {"adjust_conv_1_0": [k1], "adjust_conv_2_0": [k2]}
     # and the 7x7 separable convs (stride 2 and 1: different kernel groups) split and join back
     sep = {n: [rng.normal(size=(7, 7, 4, 1)), rng.normal(size=(1, 1, 4, 5))]
            for n in ("separable_conv_1_reduction_right1_stem_1", "separable_conv_2_reduction_right1_stem_1")}
-    lowered = lowered_keras_weights({**w, **sep}, cfg)
+    lowered = plan.lower_weights({**w, **sep})
     assert lowered["separable_conv_1_reduction_right1_stem_1_dw0"][0].shape[:2] == (2, 7)  # stride 2
     assert lowered["separable_conv_2_reduction_right1_stem_1_dw0"][0].shape[:2] == (7, 3)  # stride 1
-    back = reference_keras_weights(lowered, cfg)
+    back = plan.raise_weights(lowered)
     np.testing.assert_allclose(back["adjust_conv_1_0"][0], k1, rtol=0, atol=1e-7)
     np.testing.assert_allclose(back["adjust_conv_2_0"][0], k2, rtol=0, atol=1e-7)
     for n, arrays in sep.items():
@@ -95,7 +95,7 @@ def test_concat_split_respects_xnnpack_arity():
 def test_edge_form_has_no_ops_that_xnnpack_rejects():
     """Structure of the lowered Keras graph: no pooling averages, no standalone ReLU, no wide concat."""
     cfg = nasnet_mobile(num_classes=10)
-    model = build_keras_model(cfg, lowered=EDGE)
+    model = build_keras_model(cfg, XNNPACK_INT8)
     kinds = [type(l).__name__ for l in model.layers]
     assert "AveragePooling2D" not in kinds
     # the only plain ReLUs left follow a BatchNormalization (conv + BN + ReLU fuse into one kernel)
@@ -112,18 +112,20 @@ def test_edge_form_has_no_ops_that_xnnpack_rejects():
 
 def test_edge_form_computes_each_cell_states_relu_once():
     """share_relu: NASNet-A reads a cell state in up to three ops that each start with its ReLU; XNNPACK does
-    not merge equal ops, so the reference form runs 44 more standalone clamps. Pinned on the exported graph."""
+    not merge equal ops, so the reference form runs 45 more standalone clamps: 44 where a cell's ops read the
+    same state, and one in the first cell, whose base reads the tensor it also reads as p (the builders before the
+    compiled plan shared that one in Keras only). Pinned on the exported graph."""
     import torch
 
     cfg = nasnet_mobile(num_classes=10, input_size=64)
     x = torch.zeros(1, 3, 64, 64)
 
-    def relus(lowering) -> int:
-        model = build_torch_model(cfg, lowered=lowering).eval()
+    def relus(target) -> int:
+        model = build_torch_model(cfg, target).eval()
         graph = torch.export.export(model, (x,), strict=False).graph
         return sum(1 for n in graph.nodes if n.op == "call_function" and "relu" in str(n.target))
 
-    assert relus(Lowering(share_relu=False)) - relus(EDGE) == 44
+    assert relus(XNNPACK_FP32.without("share_relu")) - relus(XNNPACK_FP32) == 45
 
 
 @pytest.mark.parametrize("size,stride", [(14, 1), (14, 2), (13, 2), (9, 1), (2, 1), (3, 2), (1, 2)])
@@ -133,7 +135,7 @@ def test_tap_groups_sum_to_the_same_padded_7x7_depthwise_conv(size, stride):
     import torch.nn.functional as F
 
     from edge.model.config import same_pad
-    from edge.model.lowering import group_windows, tap_groups
+    from edge.model.passes import group_windows, tap_groups
 
     groups = tap_groups(7, stride)
     assert [(r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in groups] == ([14, 10, 25] if stride == 2 else [21, 21, 7])

@@ -105,7 +105,7 @@ def test_input_grid_of_the_nasnet_scaling():
 
 def test_the_stem_shift_is_exact_on_a_real_nasnet_stem():
     """Folding the input shift into the BatchNorm after the 'valid' stem conv changes nothing the network computes."""
-    from edge.model.keras_model import build_keras_model, load_keras_weights
+    from edge.model.keras_emit import build_keras_model, load_keras_weights
 
     cfg, model = small_nasnet()
     weights = model.keras_weights()

@@ -12,10 +12,10 @@ import torch
 
 from edge.model.config import Pooling, nasnet_mobile
 from edge.model.genotypes import NASNET_A_NORMAL, NASNET_A_REDUCTION, CellKind, Genotype, Op
-from edge.model.keras_model import build_keras_model, load_keras_weights
+from edge.model.keras_emit import build_keras_model, load_keras_weights
 from edge.model.sources import load_torch_model, resolve_weights
 from edge.preprocessing import preprocess_batch
-from edge.model.torch_model import build_torch_model, count_parameters
+from edge.model.torch_emit import build_torch_model, count_parameters
 from edge.model.weights import WeightsError, keras_model_weights, read_keras_h5
 
 from conftest import REPO
@@ -140,7 +140,7 @@ def test_slim_pooling_differs_from_keras_and_both_builders_agree(official_h5, re
 
 def test_custom_class_count_in_both_builders(official_h5, real_images):
     tm, src = load_torch_model(str(official_h5), num_classes=7)
-    assert tm.head.fc.out_features == 7 and len(src.labels) == 7
+    assert tm.head.layers["predictions"].out_features == 7 and len(src.labels) == 7
     km = build_keras_model(src.config)
     load_keras_weights(km, tm.keras_weights())
     x = preprocess_batch(real_images[:3], src.config.preprocessing)
@@ -259,8 +259,8 @@ def test_configurations_and_preprocessing_round_trip_exactly(name, tmp_path):
 def test_the_keras_builder_and_the_lowering_do_not_import_torch():
     """Which earlier output a cell reads, and how it is adjusted, is decided once (``CellSpec.adjust``):
     the lowering no longer imports the PyTorch builder, and the Keras side loads without PyTorch."""
-    code = ("import sys, edge.model.lowering, edge.model.keras_model; "
-            "print(sorted(m for m in ('torch', 'edge.model.torch_model') if m in sys.modules))")
+    code = ("import sys, edge.model.plan, edge.model.passes, edge.model.keras_emit; "
+            "print(sorted(m for m in ('torch', 'edge.model.torch_emit') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 

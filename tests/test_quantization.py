@@ -163,13 +163,14 @@ def test_auto_ranges_choose_the_mean_when_one_calibration_input_has_massive_acti
     much closer to the float one on ordinary inputs it never saw."""
     from converters.common import Precision, compare
     from converters.tflite import convert_keras
-    from edge.model.keras_model import build_keras_model, load_keras_weights
-    from edge.model.lowering import EDGE, lowered_keras_weights
+    from edge.model.keras_emit import emit_keras, load_keras_weights
+    from edge.model.passes import build_plan
     from edge.runtime.runners import LiteRTRunner
 
     cfg, model = small_nasnet(num_classes=1000, realistic_bn=False)
-    weights = lowered_keras_weights(model.keras_weights(), cfg, EDGE)
-    keras_model = build_keras_model(cfg, classifier_activation=None, lowered=EDGE)
+    plan = build_plan(cfg, "xnnpack_int8")
+    weights = plan.lower_weights(model.keras_weights())
+    keras_model = emit_keras(plan, classifier_activation=None)
     load_keras_weights(keras_model, weights)
     rng = np.random.default_rng(0)
     calibration = rng.uniform(-1, 1, (24, 48, 48, 3)).astype(np.float32)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from edge.model.config import NASNetConfig, Pooling, nasnet_mobile
 from edge.labels import imagenet_labels
-from edge.model.weights import (KerasWeights, WeightsError, find_imagenet_weights, load_toolkit_weights, read_keras_h5,
-                          sha256)
+from edge.model.weights import (KerasWeights, WeightsError, find_imagenet_weights, is_legacy_state_dict,
+                                load_toolkit_weights, read_keras_h5, sha256, translate_legacy_state_dict)
 
 DEFAULT_MODEL = "nasnet_mobile_imagenette"
 
@@ -105,8 +105,10 @@ def _from_toolkit(path: Path, kind: str) -> WeightsSource:
     if payload["config"]:
         cfg = config_from_dict(payload["config"])
     else:
-        fc = sd.get("head.fc.weight")
+        fc = sd.get("head.fc.weight", sd.get("head.layers.predictions.weight"))
         cfg = nasnet_mobile(num_classes=int(fc.shape[0]) if fc is not None else 1000)
+    if is_legacy_state_dict(sd):  # written before the compiled plan (the shipped default model among them)
+        sd = translate_legacy_state_dict(sd, cfg)
     meta = payload.get("meta", {})
     labels = meta.get("labels") or (imagenet_labels() if cfg.num_classes == 1000 else
                                     [f"class_{i}" for i in range(cfg.num_classes)])
@@ -120,7 +122,7 @@ def load_torch_model(weights: str | Path | None = "default", *, num_classes: int
 
     ``num_classes`` different from the weights' gives a new, randomly initialised head (fine-tuning).
     """
-    from edge.model.torch_model import build_torch_model
+    from edge.model.torch_emit import build_torch_model
 
     src = source or resolve_weights(weights, num_classes, pooling)
     cfg = src.config
@@ -151,6 +153,32 @@ def load_torch_model(weights: str | Path | None = "default", *, num_classes: int
         src = WeightsSource(src.kind, src.path, cfg, [f"class_{i}" for i in range(num_classes)],
                             src.keras_weights, src.state_dict, src.meta)
     model.eval()
+    return model, src
+
+
+def reference_weights(src: WeightsSource) -> KerasWeights:
+    """The Keras-layout weights of the reference network from any source (what every target's plan lowers with
+    :meth:`~edge.model.plan.Plan.lower_weights`)."""
+    if src.keras_weights is not None:
+        return dict(src.keras_weights)
+    model, _ = load_torch_model(source=src)
+    return model.keras_weights()
+
+
+def load_keras_model(weights="default", *, include_top: bool = True, input_size: int | None = None,
+                     pooling=None, classifier_activation: str | None = "softmax", source=None):
+    """(Keras NASNet with ``weights``, its WeightsSource); same weight choices as :func:`load_torch_model`."""
+    from edge.model.keras_emit import build_keras_model, load_keras_weights
+
+    src = source or resolve_weights(weights, pooling=pooling)
+    cfg = src.config if not input_size else src.config.with_(input_size=input_size)
+    model = build_keras_model(cfg, include_top=include_top, classifier_activation=classifier_activation)
+    if src.keras_weights is None and src.state_dict is None:
+        return model, src
+    w = reference_weights(src)
+    if not include_top:
+        w = {k: v for k, v in w.items() if k != "predictions"}
+    load_keras_weights(model, w)
     return model, src
 
 

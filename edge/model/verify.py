@@ -69,7 +69,8 @@ def reference_model(src, input_size: int, include_top: bool):
 
     keras = import_tensorflow()
 
-    from edge.model.keras_model import load_keras_weights
+    from edge.model.keras_emit import load_keras_weights
+    from edge.model.sources import reference_weights
 
     kw = dict(weights=None, include_top=include_top, input_shape=(input_size, input_size, 3))
     if include_top:
@@ -82,11 +83,7 @@ def reference_model(src, input_size: int, include_top: bool):
             raise UserError(f"{src.path}: keras.applications.NASNetMobile cannot load it "
                              f"({str(e).splitlines()[0][:160]})") from None
     else:
-        from edge.model.torch_model import build_torch_model
-
-        tm = build_torch_model(src.config)
-        tm.load_state_dict(src.state_dict)
-        w = tm.keras_weights()
+        w = reference_weights(src)
         if not include_top:
             w.pop("predictions")
         load_keras_weights(ref, w)
@@ -94,13 +91,14 @@ def reference_model(src, input_size: int, include_top: bool):
 
 
 def verify(weights: str, images: Path | None = None, input_size: int = 224, limit: int = 0) -> VerifyResult:
-    from edge.model.sources import load_torch_model, resolve_weights
+    from edge.model.sources import load_torch_model, reference_weights, resolve_weights
     from edge.preprocessing import list_images, preprocess_batch
 
     src = resolve_weights(weights)  # bad files fail here, before the heavy imports
     import torch
 
-    from edge.model.keras_model import build_keras_model, cell_output_names, load_keras_weights
+    from edge.model.keras_emit import emit_keras, load_keras_weights, part_output_names
+    from edge.model.plan import compile
     from edge.quiet import import_tensorflow
 
     keras = import_tensorflow()
@@ -115,13 +113,11 @@ def verify(weights: str, images: Path | None = None, input_size: int = 224, limi
     x = preprocess_batch(files, cfg.preprocessing)
 
     ref = reference_model(src, input_size, include_top)
-    names = cell_output_names(cfg)
+    plan = compile(cfg, include_top=include_top)
+    names = part_output_names(plan)[1:]  # each cell's output layer
     ref_cells = keras.Model(ref.input, [ref.get_layer(n).output for n in names] + [ref.output])
-    ours = build_keras_model(cfg, include_top=include_top)
-    w = src.keras_weights if src.keras_weights is not None else None
-    if w is None:
-        tm0, _ = load_torch_model(source=src)
-        w = tm0.keras_weights()
+    ours = emit_keras(plan)
+    w = reference_weights(src)
     load_keras_weights(ours, {k: v for k, v in w.items() if include_top or k != "predictions"})
     ours_cells = keras.Model(ours.input, [ours.get_layer(n).output for n in names] + [ours.output])
     tm, _ = load_torch_model(source=src, input_size=input_size, include_top=include_top)

@@ -36,7 +36,9 @@ OFFICIAL_FILES = {
 }
 OFFICIAL_RELEASE_NAMES = {"nasnet_mobile.h5": "NASNet-mobile.h5", "nasnet_mobile_no_top.h5": "NASNet-mobile-no-top.h5"}
 
-TOOLKIT_FORMAT = "nasnet-edge-weights/1"
+TOOLKIT_FORMAT = "nasnet-edge-weights/2"  # state dict of the plan emitter (edge.model.torch_emit)
+# format /1: the state dict of the builder before the compiled plan, read through translate_legacy_state_dict
+LEGACY_TOOLKIT_FORMATS = ("nasnet-edge-weights/1",)
 
 
 class WeightsError(UserError):
@@ -221,7 +223,7 @@ def load_toolkit_weights(path: str | os.PathLike) -> dict:
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError, Exception) as e:
         raise WeightsError(f"{path}: not a readable PyTorch weights file ({e.__class__.__name__}); "
                            "expected a .pt file saved by this toolkit or a Keras .h5") from None
-    if isinstance(payload, dict) and payload.get("format") == TOOLKIT_FORMAT:
+    if isinstance(payload, dict) and payload.get("format") in (TOOLKIT_FORMAT,) + LEGACY_TOOLKIT_FORMATS:
         want = payload.get("tensors_sha256")  # files saved before the checksum existed have none
         if want and tensors_sha256(payload["state_dict"]) != want:
             raise WeightsError(f"{path}: the weights inside do not match the checksum saved with them: the file "
@@ -235,3 +237,57 @@ def load_toolkit_weights(path: str | os.PathLike) -> dict:
 def read_json(path: str | os.PathLike) -> dict:
     with open(path) as f:
         return json.load(f)
+
+
+def is_legacy_state_dict(state_dict: dict) -> bool:
+    """A state dict of the builder before the compiled plan (``stem.conv.weight``, ``cells.0.base.conv.weight``)."""
+    return "stem.conv.weight" in state_dict
+
+
+def translate_legacy_state_dict(state_dict: dict, config) -> dict:
+    """A state dict of the builder before the compiled plan (toolkit ``.pt`` format /1, the shipped default model
+    among them) -> the plan emitter's keys.
+
+    The old module tree named weights by position (``cells.3.ops.2.sep1.depthwise.weight``); the emitter names
+    them by the Keras layer they belong to (``cells.3.layers.separable_conv_1_normal_left2_1.depthwise.weight``).
+    The rule is fixed by the old tree: per cell an ``adjust`` (factorized: ``conv_1``, ``conv_2``, ``bn``;
+    projection: ``conv``, ``bn``), a ``base`` (``conv``, ``bn``) and one ``ops[i]`` per genotype operation
+    (separable: ``sep1``, ``bn1``, ``sep2``, ``bn2``; plain convs: ``convs.<2k+1>``, ``bn``; a stride-2 identity:
+    ``conv_1``, ``conv_2``, ``bn``)."""
+    specs = config.cells()
+    out = {}
+    for key, value in state_dict.items():
+        path = key.split(".")
+        if path[0] == "stem":
+            layer = {"conv": "stem_conv1", "bn": "stem_bn1"}[path[1]]
+            out[".".join(["stem", "layers", layer] + path[2:])] = value
+            continue
+        if path[0] == "head":  # head.fc.<param>
+            out[".".join(["head", "layers", "predictions"] + path[2:])] = value
+            continue
+        i = int(path[1])
+        spec = specs[i]
+        bid, kind, g = spec.block_id, spec.kind.value, spec.genotype
+        where, rest = path[2], path[3:]
+        if where == "adjust":
+            if spec.adjust == "factorized":
+                layer = {"conv_1": f"adjust_conv_1_{bid}", "conv_2": f"adjust_conv_2_{bid}", "bn": f"adjust_bn_{bid}"}
+            else:
+                layer = {"conv": f"adjust_conv_projection_{bid}", "bn": f"adjust_bn_{bid}"}
+            name, rest = layer[rest[0]], rest[1:]
+        elif where == "base":
+            name, rest = {"conv": f"{kind}_conv_1_{bid}", "bn": f"{kind}_bn_1_{bid}"}[rest[0]], rest[1:]
+        elif where == "ops":
+            j, sub, rest = int(rest[0]), rest[1], rest[2:]
+            op = f"{g.keras_names[j]}_{bid}"
+            if sub in ("sep1", "sep2", "bn1", "bn2"):
+                name = {"sep1": f"separable_conv_1_{op}", "sep2": f"separable_conv_2_{op}",
+                        "bn1": f"separable_conv_1_bn_{op}", "bn2": f"separable_conv_2_bn_{op}"}[sub]
+            elif sub == "convs":
+                name, rest = f"{op}_conv_{(int(rest[0]) - 1) // 2 + 1}", rest[1:]
+            else:  # conv_1, conv_2, bn of a plain conv or a stride-2 identity
+                name = f"{op}_{sub}"
+        else:
+            raise WeightsError(f"state dict key {key!r}: not a NASNet weight of this toolkit")
+        out[".".join(["cells", str(i), "layers", name] + rest)] = value
+    return out

@@ -336,7 +336,7 @@ class KerasRunner(Runner):
     kind = RuntimeKind.KERAS
 
     def __init__(self, weights: str | os.PathLike = "default", model=None, source=None):
-        from edge.model.keras_model import load_keras_model
+        from edge.model.sources import load_keras_model
 
         if model is None:
             model, source = load_keras_model(weights, classifier_activation=None)

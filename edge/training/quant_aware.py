@@ -23,8 +23,7 @@ class FakeQuantPoints:
     """Forward hooks that fake-quantize activations of a NASNet; ``enabled`` switches them off (float)."""
 
     def __init__(self, model: nn.Module, momentum: float = 0.01, observe_only_steps: int = 20):
-        from edge.model.torch_model import (Cell, KerasBatchNorm2d, KerasSeparableConv2d, Pool, SplitSeparableConv2d,
-                                      Stem)
+        from edge.model.plan import Kind
 
         self.momentum = momentum
         self.observe_only_steps = observe_only_steps
@@ -32,14 +31,21 @@ class FakeQuantPoints:
         self.ranges: dict[str, torch.Tensor] = {}
         self.seen: dict[str, int] = {}
         self._handles = []
-        for name, mod in model.named_modules():
-            if isinstance(mod, (KerasSeparableConv2d, SplitSeparableConv2d)):
-                self._handles.append(mod.pointwise.register_forward_pre_hook(self._pre(name + ".dw")))
-            if isinstance(mod, (KerasBatchNorm2d, Pool, Cell, Stem)):
-                self._handles.append(mod.register_forward_hook(self._post(name)))
+        self._tapped = []  # (part module, node name): the plan's nodes whose outputs are simulated
+        for part in [model.stem, *model.cells]:
+            for n in part.nodes:
+                if n.kind in (Kind.BATCH_NORM, Kind.MAX_POOL, Kind.AVG_POOL) or n.name == part.output:
+                    part.taps[n.name] = self._tap(n.name, part)
+                    self._tapped.append((part, n.name))
+                # the depthwise output, inside a separable conv (the pointwise conv's input)
+                if n.kind is Kind.SEPARABLE:
+                    pw = part.layers[n.weights].pointwise
+                    self._handles.append(pw.register_forward_pre_hook(self._pre(n.name + ".dw")))
+                elif n.kind is Kind.CONV and n.weights.endswith("_pw"):  # a split separable's pointwise conv
+                    self._handles.append(part.layers[n.weights].register_forward_pre_hook(self._pre(n.name + ".dw")))
 
     def __len__(self) -> int:
-        return len(self._handles)
+        return len(self._handles) + len(self._tapped)
 
     def state_dict(self) -> dict:
         """The observed ranges and step counts (saved in ``last.pt``, so a resumed run keeps them)."""
@@ -52,7 +58,14 @@ class FakeQuantPoints:
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
-        self._handles = []
+        for part, name in self._tapped:
+            part.taps.pop(name, None)
+        self._handles, self._tapped = [], []
+
+    def _tap(self, key: str, part: nn.Module):
+        def tap(y):
+            return self._apply(key, y, part.training)
+        return tap
 
     def _pre(self, key: str):
         def hook(module, args):
