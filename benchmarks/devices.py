@@ -198,6 +198,33 @@ def compare_outputs(remote_raw: np.ndarray, local_raw: np.ndarray, local_logits:
     return out
 
 
+def pte_input_shape(path: str | os.PathLike) -> list[int] | None:
+    """The NCHW input shape of a ``.pte`` from its manifest (the converter's configuration), sent to the board's
+    runner with the case; None without a manifest (the runner then asks the program itself).
+
+    A ``.pte`` takes float32 NCHW (its manifest's ``io``) at the configuration's input size, which is not always
+    224 (a NASNet-Large configuration is 331, the test networks 48).
+    """
+    from edge.model.config import NASNetConfig, Preprocessing
+    from edge.runtime.runners import manifest_path
+
+    mp = manifest_path(path)
+    if not mp.is_file():
+        return None
+    try:
+        m = json.loads(mp.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise DeviceError(f"{mp}: the manifest of {Path(path).name} is not readable JSON; restore it from the "
+                          "conversion's output, or delete it to let the board read the shape from the program") from None
+    if isinstance(m.get("config"), dict):
+        pre = NASNetConfig.from_dict(m["config"]).preprocessing
+    elif isinstance(m.get("preprocessing"), dict):
+        pre = Preprocessing.from_dict(m["preprocessing"])
+    else:
+        return None
+    return [1, len(pre.channel_order), pre.size, pre.size]
+
+
 def ssh_record(row: dict, env: dict, device: str) -> Record:
     """A row of the board's runner (``remote_runner.time_cases``: the case, its load, first run and every timed
     run) as a record, with the local artifact's facts."""
@@ -276,8 +303,13 @@ def run_ssh(spec: str, models: list[str], threads: list[int], delegates: list[st
                                   f"{expected[dest][:12]}...: the transfer was truncated or damaged (is the board's "
                                   f"disk full?); run again")
 
-        job = {"cases": [{"model": dest, "local": m, "threads": t, "delegate": d}
-                         for m, dest in remote_models for d in delegates for t in threads if d != "gpu"],
+        shapes = {m: pte_input_shape(m) for m, _ in remote_models if m.endswith(".pte")}
+        # 'none' (LiteRT's reference kernels) does not apply to a .pte, as locally: no row that ran XNNPACK under
+        # another name; GPU rows are not driven over SSH (below)
+        job = {"cases": [{"model": dest, "local": m, "threads": t, "delegate": d,
+                          **({"input_shape": shapes[m]} if shapes.get(m) else {})}
+                         for m, dest in remote_models for d in delegates for t in threads
+                         if d != "gpu" and not (d == "none" and m.endswith(".pte"))],
                "runs": runs, "rounds": rounds, "warmup": warmup,
                "litert_requirement": runtime_requirements()[0]}
         photos, inputs = ([], {})

@@ -133,6 +133,42 @@ def test_ssh_device_runs_the_harness_remotely_and_brings_results_back(sshd, tfli
     assert not Path("pwned.tflite").exists() and not (Path("/tmp/nasnet-edge-bench") / "pwned.tflite").exists()
 
 
+def test_pte_input_shape_comes_from_the_manifest(tmp_path):
+    from benchmarks.devices import pte_input_shape
+    from edge.model.config import nasnet_mobile
+
+    pte = tmp_path / "m.pte"
+    pte.write_bytes(b"\0\0\0\0ET12")
+    assert pte_input_shape(pte) is None  # no manifest: the board asks the program itself
+    manifest = pte.with_name("m.pte.json")
+    manifest.write_text(json.dumps({"config": nasnet_mobile().with_(input_size=331).to_dict()}))
+    assert pte_input_shape(pte) == [1, 3, 331, 331]
+    manifest.write_text(json.dumps({"preprocessing": {"size": 48, "crop_fraction": 0.875, "scale": 0.5, "offset": 0}}))
+    assert pte_input_shape(pte) == [1, 3, 48, 48]
+    manifest.write_text("{not json")
+    with pytest.raises(DeviceError, match="not readable JSON"):
+        pte_input_shape(pte)
+
+
+def test_ssh_device_sends_the_pte_input_shape_and_the_board_times_it(sshd, small_input_pte, tmp_path):
+    """A .pte at 48 px: the host sends the shape from its manifest, the board's runner times it at that shape
+    (it used to time every .pte at 224 px, which a 48 px program refuses)."""
+    out = tmp_path / "ssh"
+    device = f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}"
+    r = run_module("benchmarks.run", small_input_pte, "--device", device, "--ssh-key", sshd["key"], "--known-hosts",
+                   sshd["known_hosts"], "--remote-python", sys.executable, "--runs", "2", "--rounds", "1",
+                   "--warmup", "0", "--verify-images", "2", "--output", out, "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    job = json.loads((Path("/tmp/nasnet-edge-bench") / "job.json").read_text())  # the board is this machine
+    assert [c["input_shape"] for c in job["cases"]] == [[1, 3, 48, 48]]
+    res = json.loads((out / "results.json").read_text())
+    (row,) = res["results"]
+    assert row["status"] == "ok" and row["runtime"] == "executorch" and row["latency_ms"]["n"] == 2, row
+    assert row["precision"] == "fp32" and row["timing"] == "per-run"  # the artifact's facts, as a local row's
+    (v,) = res["devices"][device]["verification"]
+    assert v["status"] == "ok" and v["bit_identical"], v
+
+
 def test_ssh_unreachable_host_is_one_line(tmp_path, tflite_int8, tflite_dir):
     r = run_module("benchmarks.run", tflite_dir / tflite_int8["artifact"], "--device",
                    f"ssh://nobody@127.0.0.1:{free_port()}", "--quiet")
