@@ -1,7 +1,8 @@
 """Benchmark targets beyond this machine: Linux boards over SSH and Android phones over adb.
 
-Both produce records in the same schema as local runs (``benchmarks.run``), so one result file can hold
-a laptop, a Raspberry Pi and a phone side by side.
+Both produce :class:`benchmarks.record.Record` rows, as local runs do (``benchmarks.run``), with the time of
+every timed run, so one result file can hold a laptop, a Raspberry Pi and a phone side by side and their
+medians, percentiles and ratios mean the same.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
     python -m benchmarks.run artifacts/*.tflite artifacts/*.pte default --threads 1,2 --output results/bench
 
 Per case (model x runtime x delegate x threads): load time, first inference, then steady-state
-median / p90 / p99 / mean / std / min over timed runs, resident-memory growth, file size.
+median / p90 / p99 / mean / std / min over timed runs, resident-memory growth, file size: one
+:class:`benchmarks.record.Record` per case and device, holding every timed run.
 ``--delegate gpu``: a ``.tflite`` on LiteRT's GPU accelerator (CompiledModel; ``--gpu-precision fp16,fp32``,
 fp16 by default as on phones), timed through the output read (the GPU runs asynchronously), its first run
 (shader compilation) kept apart; each row carries the adapter and a label (on a software adapter such as
