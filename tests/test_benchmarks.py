@@ -509,6 +509,13 @@ def test_records_of_local_ssh_and_adb_round_trip_through_json():
         assert d["timing"] == "per-run" and d["times_ms"] == TIMES_A and d["latency_ms"]["n"] == len(TIMES_A)
         assert d["name"] == SHIPPED_INT8.name and d["precision"] == "int8" and d["network"]  # from the manifest
     assert local.memory_scope == "worker process of this case" and local.peak_growth_mb == 50.0
+    gpu_meta = {"label": "functional check, not a GPU timing", "adapter": {"software": True},
+                "fully_accelerated": False, "gpu_not_supported": ["CONCATENATION: not supported"]}
+    gpu = case_record(Case(str(SHIPPED_INT8), "litert", "gpu", 1, times=TIMES_A, gpu_precision="fp16", meta=gpu_meta))
+    d = _round_trip(gpu)
+    assert d["delegate"] == "gpu" and d["gpu_precision"] == "fp16" and gpu.delegate_label == "gpu/fp16"
+    assert "partitions" not in d and d["fallback_ops"] == "some (not fully accelerated)"  # not XNNPACK's figures
+    assert d["label"] == gpu_meta["label"] and d["gpu_not_supported"] == gpu_meta["gpu_not_supported"]
     assert ssh.emulated is True and ssh.device == "ssh://pi@board:22"
     assert adb.load_ms == pytest.approx(4.128) and adb.first_ms == pytest.approx(TIMES_A[0] + 0.7)
     assert adb.peak_memory_mb == 10.5 and adb.peak_mb == 10.5
