@@ -417,7 +417,7 @@ LITERT_COUNT = re.compile(r"^(?:INFO: )?count=(\d+)(.*)$", re.MULTILINE)  # newe
 LITERT_MEM = (re.compile(r"Peak memory footprint \(MB\): init=[\d.e+-]+ overall=([\d.e+-]+)"),  # older tools
               re.compile(r"Overall peak memory footprint \(MB\) via periodic monitoring: ([\d.e+-]+)"))
 # ExecuTorch's executor_runner (examples/portable/executor_runner/executor_runner.cpp) prints each execution's
-# time ("Iteration i of N: T ms", runners built from ExecuTorch sources of April 2026 on) and always the total.
+# time ("Iteration i of N: T ms", ExecuTorch 1.3 and later; this project pins 1.5.1) and always the total.
 ET_RUN = re.compile(r"Model executed successfully (\d+) time\(s\) in ([\d.]+) ms")
 ET_ITERATION = re.compile(r"Iteration (\d+) of (\d+): ([\d.]+) ms")
 
