@@ -2,7 +2,9 @@
 
 Matches cases by (device, model file name, runtime, delegate, threads) and prints median(B) / median(A)
 with a bootstrap 95% interval from the timed runs stored in both files (the noise estimate); an interval
-that contains 1.0 means no measurable difference.
+that contains 1.0 means no measurable difference. Both files are read through
+:class:`benchmarks.record.Record`; a case without per-run times in either file (a device tool's summary) is
+named with the reason instead of being compared.
 """
 
 from __future__ import annotations
@@ -12,26 +14,36 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.record import Record, Status, records_of
 from benchmarks.stats import ratio_with_noise
 from edge.errors import UserError
 
 
-def key(r: dict) -> tuple:
-    return (r.get("device", "local"), r["name"], r["runtime"], r["delegate"], r["threads"], r.get("gpu_precision"))
+def key(r: Record) -> tuple:
+    return (r.device, r.name, r.runtime.value, r.delegate.value, r.threads,
+            r.gpu_precision.value if r.gpu_precision else None)
 
 
-def compare(a: dict, b: dict) -> list[dict]:
-    base = {key(r): r for r in a["results"] if r["status"] == "ok" and r.get("times_ms")}
-    rows = []
-    for r in b["results"]:
+def compare(a: dict, b: dict) -> tuple[list[dict], list[dict]]:
+    """Rows of B against the same cases in A; ``(rows, skipped)``, where ``skipped`` names the cases in both
+    files that cannot be compared (no per-run times in one of them) and why."""
+    base = {key(r): r for r in records_of(a, "A") if r.status is Status.OK}
+    rows, skipped = [], []
+    for r in records_of(b, "B"):
         k = key(r)
-        if k in base and r["status"] == "ok" and r.get("times_ms"):
-            q = ratio_with_noise(r["times_ms"], base[k]["times_ms"])
-            rows.append({"case": " / ".join(str(x) for x in k if x is not None), "a_median_ms": base[k]["latency_ms"]["median"],
-                         "b_median_ms": r["latency_ms"]["median"], **q,
-                         "verdict": "no measurable change" if q["ci95"][0] <= 1 <= q["ci95"][1]
-                         else ("slower" if q["ratio"] > 1 else "faster")})
-    return rows
+        if k not in base or r.status is not Status.OK:
+            continue
+        why = next((f"{side}: {w}" for side, w in (("A", base[k].ratio_skip_reason()), ("B", r.ratio_skip_reason()))
+                    if w), None)
+        case = " / ".join(str(x) for x in k if x is not None)
+        if why:
+            skipped.append({"case": case, "reason": why})
+            continue
+        q = ratio_with_noise(r.times_ms, base[k].times_ms)
+        rows.append({"case": case, "a_median_ms": base[k].median_ms, "b_median_ms": r.median_ms, **q,
+                     "verdict": "no measurable change" if q["ci95"][0] <= 1 <= q["ci95"][1]
+                     else ("slower" if q["ratio"] > 1 else "faster")})
+    return rows, skipped
 
 
 def load(path: Path) -> dict:
@@ -55,14 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def go() -> int:
-        rows = compare(load(args.a), load(args.b))
-        if not rows:
+        rows, skipped = compare(load(args.a), load(args.b))
+        if not rows and not skipped:
             raise UserError("no case appears in both files (matched by device, model, runtime, delegate, threads)")
         print("| case | A median ms | B median ms | B/A | 95% interval | verdict |")
         print("|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['case']} | {r['a_median_ms']:.2f} | {r['b_median_ms']:.2f} | {r['ratio']:.3f} | "
                   f"{r['ci95'][0]:.3f} - {r['ci95'][1]:.3f} | {r['verdict']} |")
+        for q in skipped:
+            print(f"not compared: {q['case']}: {q['reason']}")
         return 0
 
     return run_cli(go)

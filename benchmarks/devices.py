@@ -1,27 +1,30 @@
 """Benchmark targets beyond this machine: Linux boards over SSH and Android phones over adb.
 
-Both produce records in the same schema as local runs (``benchmarks.run``), so one result file can hold
-a laptop, a Raspberry Pi and a phone side by side.
+Both produce :class:`benchmarks.record.Record` rows, as local runs do (``benchmarks.run``), with the time of
+every timed run, so one result file can hold a laptop, a Raspberry Pi and a phone side by side and their
+medians, percentiles and ratios mean the same.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 
-from benchmarks.stats import summarize
+from benchmarks.record import Record, Status
 from edge.errors import UserError
+from edge.runtime.runners import Delegate
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +199,53 @@ def compare_outputs(remote_raw: np.ndarray, local_raw: np.ndarray, local_logits:
     return out
 
 
+def pte_input_shape(path: str | os.PathLike) -> list[int] | None:
+    """The NCHW input shape of a ``.pte`` from its manifest (the converter's configuration), sent to the board's
+    runner with the case; None without a manifest (the runner then asks the program itself).
+
+    A ``.pte`` takes float32 NCHW (its manifest's ``io``) at the configuration's input size, which is not always
+    224 (a NASNet-Large configuration is 331, the test networks 48).
+    """
+    from edge.model.config import NASNetConfig, Preprocessing
+    from edge.runtime.runners import manifest_path
+
+    mp = manifest_path(path)
+    if not mp.is_file():
+        return None
+    try:
+        m = json.loads(mp.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise DeviceError(f"{mp}: the manifest of {Path(path).name} is not readable JSON; restore it from the "
+                          "conversion's output, or delete it to let the board read the shape from the program") from None
+    if isinstance(m.get("config"), dict):
+        pre = NASNetConfig.from_dict(m["config"]).preprocessing
+    elif isinstance(m.get("preprocessing"), dict):
+        pre = Preprocessing.from_dict(m["preprocessing"])
+    else:
+        return None
+    return [1, len(pre.channel_order), pre.size, pre.size]
+
+
+def ssh_record(row: dict, env: dict, device: str) -> Record:
+    """A row of the board's runner (``remote_runner.time_cases``: the case, its load, first run and every timed
+    run) as a record, with the local artifact's facts."""
+    local = Path(row["local"])
+    base = {"device": device, "emulated": bool(env.get("emulated"))}
+    runtime = "litert" if local.suffix == ".tflite" else "executorch"
+    status = row.get("status", "ok")
+    if status == "error":
+        return Record.for_artifact(local, runtime, row["delegate"], row["threads"], status=Status.ERROR,
+                                   reason=row.get("reason", "the runner failed"), **base)
+    if status == "unavailable":
+        reason = f"not usable on the board (install: {row['missing']})"
+        if runtime == "executorch" and env.get("machine") in ("aarch64", "arm64"):
+            reason += "; " + EXECUTORCH_ON_ARM
+        return Record.for_artifact(local, runtime, row["delegate"], row["threads"], status=Status.UNAVAILABLE,
+                                   reason=reason, **base)
+    return Record.for_artifact(local, runtime, row["delegate"], row["threads"], load_ms=row["load_ms"],
+                               first_ms=row["first_ms"], times_ms=row["times_ms"], **base)
+
+
 def run_ssh(spec: str, models: list[str], threads: list[int], delegates: list[str], runs: int, rounds: int,
             warmup: int, key: str | None = None, python: str = "python3", known_hosts: str | None = None,
             verify: bool = True, verify_images: int = 50, setup: bool = False, progress: bool = False) -> dict:
@@ -254,8 +304,13 @@ def run_ssh(spec: str, models: list[str], threads: list[int], delegates: list[st
                                   f"{expected[dest][:12]}...: the transfer was truncated or damaged (is the board's "
                                   f"disk full?); run again")
 
-        job = {"cases": [{"model": dest, "local": m, "threads": t, "delegate": d}
-                         for m, dest in remote_models for d in delegates for t in threads if d != "gpu"],
+        shapes = {m: pte_input_shape(m) for m, _ in remote_models if m.endswith(".pte")}
+        # 'none' (LiteRT's reference kernels) does not apply to a .pte, as locally: no row that ran XNNPACK under
+        # another name; GPU rows are not driven over SSH (below)
+        job = {"cases": [{"model": dest, "local": m, "threads": t, "delegate": d,
+                          **({"input_shape": shapes[m]} if shapes.get(m) else {})}
+                         for m, dest in remote_models for d in delegates for t in threads
+                         if d != "gpu" and not (d == "none" and m.endswith(".pte"))],
                "runs": runs, "rounds": rounds, "warmup": warmup,
                "litert_requirement": runtime_requirements()[0]}
         photos, inputs = ([], {})
@@ -280,28 +335,12 @@ def run_ssh(spec: str, models: list[str], threads: list[int], delegates: list[st
                 f"{k} (install: {v})" for k, v in missing.items()) + "; or pass --setup to install the runtime "
                 f"into a venv on the board ({BOARD_VENV})")
         env = doc["environment"]
-        records = []
-        for rec in doc["results"]:
-            local = Path(rec["local"])
-            base = {"model": str(local), "name": local.name, "runtime": "litert" if local.suffix == ".tflite"
-                    else "executorch", "delegate": rec["delegate"], "threads": rec["threads"],
-                    "size_bytes": local.stat().st_size, "emulated": bool(env.get("emulated"))}
-            if rec.get("status") == "error":
-                records.append({**base, "status": "error", "reason": rec.get("reason", "the runner failed")})
-                continue
-            if rec.get("status") == "unavailable":
-                reason = f"not usable on the board (install: {rec['missing']})"
-                if base["runtime"] == "executorch" and env.get("machine") in ("aarch64", "arm64"):
-                    reason += "; " + EXECUTORCH_ON_ARM
-                records.append({**base, "status": "unavailable", "reason": reason})
-                continue
-            records.append({**base, "status": "ok", "load_ms": rec["load_ms"], "first_ms": rec["first_ms"],
-                            "latency_ms": summarize(rec["times_ms"]), "times_ms": rec["times_ms"]})
-        for d in delegates:
-            if d == "gpu":
-                records += [{"model": m, "name": Path(m).name, "runtime": "litert", "delegate": "gpu", "threads": t,
-                             "status": "unavailable", "reason": "GPU delegate runs are not driven over SSH"}
-                            for m in models for t in threads]
+        records = [ssh_record(row, env, spec) for row in doc["results"]]
+        if "gpu" in delegates:
+            records += [Record.for_artifact(m, "litert" if m.endswith(".tflite") else "executorch", "gpu", t,
+                                            device=spec, status=Status.UNAVAILABLE,
+                                            reason="GPU delegate runs are not driven over SSH")
+                        for m in models for t in threads]
         verification = []
         if verify:
             from tqdm import tqdm
@@ -367,39 +406,78 @@ def verification_markdown(result: dict) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- adb (Android)
-LITERT_AVG = re.compile(r"Inference timings in us: Init: ([\d.]+), First inference: ([\d.]+), "
-                        r"Warmup \(avg\): ([\d.e+]+), Inference \(avg\): ([\d.e+]+)")
-LITERT_STDDEV = re.compile(r"count=(\d+) first=(\d+) curr=(\d+) min=(\d+) max=(\d+) avg=([\d.e+]+) std=(\d+)")
-LITERT_MEM = re.compile(r"Peak memory footprint \(MB\): init=([\d.e+-]+) overall=([\d.e+-]+)")
+# LiteRT's benchmark_model (tflite/tools/benchmark/benchmark_model.cc, BenchmarkLoggingListener) prints its
+# statistics, never the runs: one "count=..." line per phase (warm-up, then the timed runs) from
+# Stat::OutputToStream ("count=0"; "count=1 curr=T"; or "count=N first=.. curr=.. min=.. max=.. avg=.. std=.."),
+# then the "Inference timings in us" summary. A process run with --num_runs=1 --min_secs=0 times exactly one run,
+# so its regular "count=1 curr=T" line is that run's time: one process per run gives per-run times.
+LITERT_AVG = re.compile(r"Inference timings in us: Init: ([-\w.+]+), First inference: ([-\w.+]+), "
+                        r"Warmup \(avg\): ([-\w.+]+), Inference \(avg\): ([-\w.+]+)")
+LITERT_COUNT = re.compile(r"^(?:INFO: )?count=(\d+)(.*)$", re.MULTILINE)  # newer tools prefix "INFO: "
+LITERT_MEM = (re.compile(r"Peak memory footprint \(MB\): init=[\d.e+-]+ overall=([\d.e+-]+)"),  # older tools
+              re.compile(r"Overall peak memory footprint \(MB\) via periodic monitoring: ([\d.e+-]+)"))
+# ExecuTorch's executor_runner (examples/portable/executor_runner/executor_runner.cpp) prints each execution's
+# time ("Iteration i of N: T ms", ExecuTorch 1.3 and later; this project pins 1.5.1) and always the total.
 ET_RUN = re.compile(r"Model executed successfully (\d+) time\(s\) in ([\d.]+) ms")
+ET_ITERATION = re.compile(r"Iteration (\d+) of (\d+): ([\d.]+) ms")
+
+
+def _us(text: str) -> float | None:
+    """A microsecond figure of benchmark_model in ms; None for the 0 or nan an empty statistic prints."""
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v / 1000 if math.isfinite(v) and v > 0 else None
 
 
 def parse_benchmark_model(text: str) -> dict:
-    """LiteRT ``benchmark_model`` output -> latency fields (microseconds in, milliseconds out)."""
+    """One LiteRT ``benchmark_model`` output -> ``load_ms``, ``first_ms``, ``latency_ms`` (its summary of the timed
+    runs as printed: mean, min, max, std, n; no median, the tool computes none), ``times_ms`` (the run's time when
+    it timed exactly one, else empty) and ``peak_memory_mb``."""
     m = LITERT_AVG.search(text)
     if not m:
         raise DeviceError("could not parse benchmark_model output (no 'Inference timings in us' line)")
-    init, first, warm, avg = map(float, m.groups())
-    out = {"load_ms": init / 1000, "first_ms": first / 1000, "warmup_avg_ms": warm / 1000}
-    runs = LITERT_STDDEV.findall(text)
-    if runs:
-        count, _, _, mn, mx, mean, std = runs[-1]
-        out["latency_ms"] = {"mean": float(mean) / 1000, "min": float(mn) / 1000, "max": float(mx) / 1000,
-                             "std": float(std) / 1000, "n": int(count), "median": float(avg) / 1000}
+    init, first, _warm, avg = m.groups()
+    out: dict = {"load_ms": _us(init), "first_ms": _us(first), "times_ms": []}
+    phases = LITERT_COUNT.findall(text)
+    if not phases:
+        raise DeviceError("could not parse benchmark_model output (no 'count=' line of the timed runs)")
+    count, rest = phases[-1]  # the last phase printed is the timed runs (warm-up comes first)
+    kv = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.e+-]+)", rest)}
+    n = int(count)
+    if n == 1 and "curr" in kv:
+        out["times_ms"] = [kv["curr"] / 1000]
+    if n and "avg" in kv:
+        out["latency_ms"] = {"mean": kv["avg"] / 1000, "min": kv["min"] / 1000, "max": kv["max"] / 1000,
+                             "std": kv["std"] / 1000, "n": n}
+    elif n and "curr" in kv:  # every run took the same time (or there was one)
+        t = kv["curr"] / 1000
+        out["latency_ms"] = {"mean": t, "min": t, "max": t, "std": 0.0, "n": n}
     else:
-        out["latency_ms"] = {"mean": avg / 1000, "median": avg / 1000}
-    mem = LITERT_MEM.search(text)
-    if mem:
-        out["peak_memory_mb"] = float(mem.group(2))
+        out["latency_ms"] = {"mean": _us(avg), "n": n}
+    for pattern in LITERT_MEM:
+        mem = pattern.search(text)
+        if mem:
+            out["peak_memory_mb"] = float(mem.group(1))
+            break
     return out
 
 
 def parse_executor_runner(text: str) -> dict:
+    """ExecuTorch ``executor_runner`` output -> ``latency_ms`` (its total over ``n`` executions as a mean: the only
+    statistic it prints) and ``iterations_ms`` (each execution's time in order, when the runner prints them;
+    the first ones are warm-up, the caller drops them)."""
     m = ET_RUN.search(text)
     if not m:
         raise DeviceError("could not parse executor_runner output (no 'Model executed successfully' line)")
     n, total = int(m.group(1)), float(m.group(2))
-    return {"latency_ms": {"mean": total / n, "median": total / n, "n": n}}
+    its = ET_ITERATION.findall(text)
+    iterations = [float(t) for _, _, t in sorted(its, key=lambda x: int(x[0]))]
+    if its and len(iterations) != n:
+        raise DeviceError(f"executor_runner printed {len(iterations)} iteration times for {n} executions: "
+                          "its output was cut short")
+    return {"latency_ms": {"mean": total / n, "n": n}, "total_ms": total, "iterations_ms": iterations}
 
 
 class ADB:
@@ -524,9 +602,79 @@ def verify_adb(dev: "ADB", tool: str, pushed_models: list[tuple[str, str]], thre
     return out
 
 
+@dataclass
+class AdbCase:
+    """One case on the phone: its record, filled round after round by the device tool's processes."""
+
+    record: Record
+    tool: str  # the pushed benchmark_model or executor_runner
+    graph: str  # the pushed artifact
+    warmup: int
+    summaries: list = field(default_factory=list)  # executor_runner without per-iteration lines: (total ms, n)
+
+    @property
+    def litert(self) -> bool:
+        return self.graph.endswith(".tflite")
+
+    def litert_argv(self) -> list[str]:
+        r = self.record
+        # --min_secs=0 / --warmup_min_secs=0: otherwise benchmark_model keeps running for 1 s (0.5 s) whatever
+        # --num_runs says, and the process would time many runs, of which it prints only statistics
+        argv = [self.tool, f"--graph={self.graph}", f"--num_threads={r.threads}", "--num_runs=1", "--min_secs=0",
+                f"--warmup_runs={self.warmup}", "--warmup_min_secs=0",
+                f"--use_xnnpack={'true' if r.delegate is Delegate.XNNPACK else 'false'}",
+                "--report_peak_memory_footprint=true"]
+        if r.delegate is Delegate.GPU:
+            argv.append("--use_gpu=true")
+        return argv
+
+    def run(self, dev: "ADB", n: int) -> None:
+        """``n`` more timed runs: ``n`` benchmark_model processes of one run each, or one executor_runner process
+        of ``warmup + n`` executions."""
+        r = self.record
+        if self.litert:
+            for _ in range(n):
+                out = parse_benchmark_model(dev.shell(*self.litert_argv()))
+                if len(out["times_ms"]) != 1:
+                    raise DeviceError(f"benchmark_model timed {out['latency_ms'].get('n')} runs for --num_runs=1 "
+                                      "--min_secs=0: is it LiteRT's benchmark_model?")
+                if not r.times_ms:  # the first process: its load and first inference, as a local case's
+                    r.load_ms = out["load_ms"]
+                    r.first_ms = out["first_ms"] or out["times_ms"][0]  # no warm-up: the timed run was the first
+                r.times_ms = r.times_ms + out["times_ms"]
+                if out.get("peak_memory_mb") is not None:
+                    r.peak_memory_mb = max(r.peak_memory_mb or 0.0, out["peak_memory_mb"])
+            return
+        out = parse_executor_runner(dev.shell(self.tool, f"--model_path={self.graph}",
+                                              f"--num_executions={self.warmup + n}", f"--cpu_threads={r.threads}"))
+        its = out["iterations_ms"]
+        if its:
+            if r.first_ms is None:
+                r.first_ms = its[0]
+            r.times_ms = r.times_ms + its[self.warmup:]
+            return
+        # an executor_runner that prints only its total: no per-run times to be had, and the record says so
+        self.summaries.append((out["total_ms"], out["latency_ms"]["n"]))
+        total, count = sum(t for t, _ in self.summaries), sum(k for _, k in self.summaries)
+        r.summary_ms = {"mean": total / count, "n": count, "warmup_runs_included": self.warmup * len(self.summaries)}
+        r.timing_method = ("executor_runner printed its total time only (no 'Iteration i of N' lines): the mean of "
+                           "all its executions, warm-up included; no per-run times")
+
+
 def run_adb(spec: str, models: list[str], threads: list[int], delegates: list[str], runs: int, warmup: int,
             litert_tool: str | None, executorch_tool: str | None, adb: str = "adb", verify: bool = True,
-            verify_images: int = 50, progress: bool = False) -> dict:
+            verify_images: int = 50, progress: bool = False, rounds: int = 1) -> dict:
+    """Push the artifacts and the device tools to a phone and time every case there, in interleaved rounds.
+
+    Every record carries per-run times, as local and SSH records do: LiteRT's ``benchmark_model`` prints only
+    statistics, so each timed run is its own ``benchmark_model --num_runs=1`` process (after ``warmup`` warm-up
+    runs in that process); ``executor_runner`` prints each execution's time ("Iteration i of N"), of which the
+    first ``warmup`` per process are dropped. An ``executor_runner`` too old to print them gives a record without
+    per-run times that says so (``summary_ms``; ratios name it and why it is left out). Each round visits the
+    cases in a rotated order for ``runs // rounds`` runs each, so that the phone's warming up hits all alike.
+    """
+    from tqdm import tqdm
+
     serial = spec.split(":", 1)[1] if ":" in spec else None
     dev = ADB(serial, adb)
     dev.check_device()
@@ -551,32 +699,49 @@ def run_adb(spec: str, models: list[str], threads: list[int], delegates: list[st
             dev.push(Path(tool), dest)
             dev.shell("chmod", "755", dest)
             pushed[suffix] = dest
-    records = []
+    per_round = max(1, runs // max(1, rounds))
+    records: list[Record] = []
+    cases: list[AdbCase] = []
     for i, m in enumerate(models):
         p = Path(m)
         dest = f"{ANDROID_DIR}/{i:02d}{p.suffix}"
         dev.push(p, dest)
         for d in delegates:
             for t in threads:
-                base = {"model": str(p), "name": p.name, "runtime": "litert" if p.suffix == ".tflite" else "executorch",
-                        "delegate": d, "threads": t, "size_bytes": p.stat().st_size}
+                runtime = "litert" if p.suffix == ".tflite" else "executorch"
+                if p.suffix == ".pte" and d != "xnnpack":
+                    records.append(Record.for_artifact(
+                        p, runtime, d, t, device=spec, status=Status.UNAVAILABLE,
+                        reason=f"executor_runner runs the delegate compiled into the .pte ({d} n/a)"))
+                    continue
                 if p.suffix == ".tflite":
-                    argv = [pushed[".tflite"], f"--graph={dest}", f"--num_threads={t}", f"--num_runs={runs}",
-                            f"--warmup_runs={warmup}", f"--use_xnnpack={'true' if d == 'xnnpack' else 'false'}",
-                            "--report_peak_memory_footprint=true"]
-                    if d == "gpu":
-                        argv.append("--use_gpu=true")
-                    elif d == "nnapi":
-                        argv.append("--use_nnapi=true")
-                    rec = parse_benchmark_model(dev.shell(*argv))
+                    method = (f"benchmark_model --num_runs=1 --min_secs=0: one process per timed run, each after "
+                              f"{warmup} warm-up run(s); load and first inference from the first process")
+                    extra = {"memory_scope": "benchmark_model process (its peak footprint report)"}
                 else:
-                    if d not in ("xnnpack",):
-                        records.append({**base, "status": "unavailable",
-                                        "reason": f"executor_runner runs the delegate compiled into the .pte ({d} n/a)"})
-                        continue
-                    rec = parse_executor_runner(dev.shell(pushed[".pte"], f"--model_path={dest}",
-                                                          f"--num_executions={runs}", f"--cpu_threads={t}"))
-                records.append({**base, "status": "ok", **rec})
+                    method = (f"executor_runner --num_executions={warmup}+{per_round} per round: its per-iteration "
+                              f"times, the first {warmup} of each process dropped as warm-up")
+                    extra = {}
+                rec = Record.for_artifact(p, runtime, d, t, device=spec, timing_method=method, **extra)
+                records.append(rec)
+                cases.append(AdbCase(rec, pushed[p.suffix], dest, warmup))
+    live = list(cases)
+    bar = tqdm(total=per_round * rounds * len(live), desc="timing on the phone", unit="run", disable=not progress)
+    try:
+        for r in range(rounds):
+            k = r % len(live) if live else 0
+            for case in live[k:] + live[:k]:  # rotate: no case always runs first after a pause
+                try:
+                    case.run(dev, per_round)
+                except DeviceError as e:  # a tool that crashed or printed nothing usable: this case only
+                    log.warning("%s on %s: %s", case.record.case, spec, e)
+                    case.record.status, case.record.reason = Status.ERROR, str(e)
+                    case.record.completed_runs = len(case.record.times_ms)
+                    case.record.times_ms = []
+                    live.remove(case)
+                bar.update(per_round)
+    finally:
+        bar.close()
     temp_after = dev.battery_temperature_c()
     info.update({"battery_temp_before_c": temp_before, "battery_temp_after_c": temp_after,
                  "thermal_warning": bool(temp_before is not None and temp_after is not None

@@ -60,10 +60,31 @@ def load(case):
         import torch
 
         method = open_pte(path, threads)
-        shape = case.get("input_shape") or [1, 3, 224, 224]
-        x = torch.zeros(*shape)
+        x = torch.zeros(*pte_input_shape(method, case.get("input_shape")))
         return lambda: method.execute((x,))
     raise ValueError("unsupported model " + path)
+
+
+def pte_input_shape(method, sent=None):
+    """The input shape to time a ``.pte`` with: the one the host sent from the artifact's manifest, checked
+    against the program's own input when this ExecuTorch can say it (MethodMeta); the program's when none was sent.
+
+    A program exported at one size fails at another (XNNPACK plans static shapes), and a NASNet input is not
+    always 224 px: a wrong shape is named here rather than failing inside the runtime.
+    """
+    own = None
+    try:
+        own = [int(v) for v in method.metadata.input_tensor_meta(0).sizes()]
+    except Exception:  # an older ExecuTorch without method metadata: the manifest's shape is all there is
+        pass
+    if sent and own and list(sent) != own:
+        raise ValueError(f"the artifact's manifest gives input shape {list(sent)} but the program takes {own}: "
+                         "is the manifest beside it the one of this .pte?")
+    shape = list(sent or own or [])
+    if not shape:
+        raise ValueError("no input shape for this .pte: it has no manifest beside it and this ExecuTorch cannot "
+                         "read the program's input (method metadata)")
+    return shape
 
 
 def quantize_input(x, d_in):
@@ -254,16 +275,21 @@ def sha256_of(path):
 def time_cases(cases, job):
     """Load each case, first run and warm-up, then timed runs interleaved in rotating rounds."""
     runs, rounds, warmup = job["runs"], job["rounds"], job["warmup"]
-    loaded = []
+    loaded, failed = [], []
     for c in cases:
-        t = time.perf_counter()
-        run = load(c)
-        load_ms = (time.perf_counter() - t) * 1000
-        t = time.perf_counter()
-        run()
-        first_ms = (time.perf_counter() - t) * 1000
-        for _ in range(warmup):
+        try:
+            t = time.perf_counter()
+            run = load(c)
+            load_ms = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
             run()
+            first_ms = (time.perf_counter() - t) * 1000
+            for _ in range(warmup):
+                run()
+        except Exception as e:  # a bad file or a wrong input shape: this case's error row, the others still run
+            failed.append(dict(c, status="error", reason=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                               if str(e) else type(e).__name__))
+            continue
         loaded.append((c, run, {"load_ms": load_ms, "first_ms": first_ms, "times_ms": []}))
     per_round = max(1, runs // rounds)
     for r in range(rounds):
@@ -273,7 +299,7 @@ def time_cases(cases, job):
                 t = time.perf_counter()
                 run()
                 rec["times_ms"].append((time.perf_counter() - t) * 1000)
-    return [dict(c, **rec) for c, _, rec in loaded]
+    return [dict(c, **rec) for c, _, rec in loaded] + failed
 
 
 def main():

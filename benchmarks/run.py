@@ -3,7 +3,8 @@
     python -m benchmarks.run artifacts/*.tflite artifacts/*.pte default --threads 1,2 --output results/bench
 
 Per case (model x runtime x delegate x threads): load time, first inference, then steady-state
-median / p90 / p99 / mean / std / min over timed runs, resident-memory growth, file size.
+median / p90 / p99 / mean / std / min over timed runs, resident-memory growth, file size: one
+:class:`benchmarks.record.Record` per case and device, holding every timed run.
 ``--delegate gpu``: a ``.tflite`` on LiteRT's GPU accelerator (CompiledModel; ``--gpu-precision fp16,fp32``,
 fp16 by default as on phones), timed through the output read (the GPU runs asynchronously), its first run
 (shader compilation) kept apart; each row carries the adapter and a label (on a software adapter such as
@@ -23,7 +24,6 @@ recommendation: the fastest measured artifact of each network whose top-1 loss a
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -35,8 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.stats import ratio_with_noise, summarize
+from benchmarks.record import Record, Status, as_records, manifest_accuracy, records_of  # noqa: F401
+from benchmarks.stats import ratio_with_noise
+from converters.common import Precision
 from edge.errors import UsageError
+from edge.runtime.runners import Delegate
 
 log = logging.getLogger(__name__)
 
@@ -244,113 +247,93 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
             c.status, c.reason = "error", "interrupted before any timed run"
 
 
-def case_record(c: Case) -> dict:
-    p = Path(c.model)
-    rec = {"model": str(c.model), "name": p.name, "runtime": c.runtime, "delegate": c.delegate,
-           "threads": c.threads, "status": c.status}
-    if c.gpu_precision:
-        rec["gpu_precision"] = c.gpu_precision
-    for k in ("label", "adapter", "fully_accelerated", "gpu_not_supported"):
-        if k in c.meta:
-            rec[k] = c.meta[k]
-    if p.is_file():
-        rec["size_bytes"] = p.stat().st_size
-        mp = p.with_name(p.name + ".json")
-        if mp.is_file():
-            m = json.loads(mp.read_text())
-            rec.update({k: m.get(k) for k in ("precision", "lowered", "format")})
-            d = m.get("delegation") or {}
-            rec["partitions"] = d.get("partitions")
-            rec["fallback_ops"] = d.get("fallback_ops", d.get("outside_ops"))
-            rec.update(manifest_accuracy(m))
-    if "fully_accelerated" in c.meta:  # a GPU row: the manifest's partitions are XNNPACK's, not the GPU's
-        rec["partitions"] = None
-        rec["fallback_ops"] = 0 if c.meta["fully_accelerated"] else "some (not fully accelerated)"
-    if "executorch_pool_threads" in c.meta:
-        rec["executorch_pool_threads"] = c.meta["executorch_pool_threads"]
+def case_record(c: Case) -> Record:
+    """A local case as a :class:`~benchmarks.record.Record`: what its worker measured, with its artifact's facts."""
+    m = c.meta
+    fields: dict = {"gpu_precision": c.gpu_precision, "status": c.status,
+                    **{k: m[k] for k in ("label", "adapter", "fully_accelerated", "executorch_pool_threads")
+                       if k in m}}
+    if "gpu_not_supported" in m:
+        fields["gpu_not_supported"] = m["gpu_not_supported"]
+    if "fully_accelerated" in m:  # a GPU row: the manifest's partitions are XNNPACK's, not the GPU's
+        fields["partitions"] = None
+        fields["fallback_ops"] = 0 if m["fully_accelerated"] else "some (not fully accelerated)"
     if c.status != "ok":
-        rec["reason"] = c.reason
-        for k in ("completed_runs", "worker_log", "traceback"):
-            if k in c.meta:
-                rec[k] = c.meta[k]
-        return rec
-    peak, base = c.meta.get("process_peak_rss_mb", 0.0), c.meta.get("worker_base_rss_mb")
-    rec.update({"load_ms": c.load_ms, "first_ms": c.first_ms, "rss_growth_mb": round(c.rss_mb, 1),
-                "process_peak_rss_mb": round(peak, 1),
-                "latency_ms": summarize(c.times) if c.times else None, "times_ms": [round(t, 4) for t in c.times]})
+        fields.update(reason=c.reason, **{k: m[k] for k in ("completed_runs", "worker_log", "traceback") if k in m})
+        return Record.for_artifact(c.model, c.runtime, c.delegate, c.threads, **fields)
+    peak, base = m.get("process_peak_rss_mb", 0.0), m.get("worker_base_rss_mb")
+    fields.update(load_ms=c.load_ms, first_ms=c.first_ms, times_ms=c.times, rss_growth_mb=round(c.rss_mb, 1),
+                  process_peak_rss_mb=round(peak, 1))
     if base is not None:  # the worker holds this case only: its peak is this model's, runtime and Python included
-        rec.update({"memory_scope": "worker process of this case", "worker_base_rss_mb": round(base, 1),
-                    "peak_growth_mb": round(max(0.0, peak - base), 1),
-                    "worker_imports": c.meta.get("worker_imports", []), "worker_pid": c.meta.get("worker_pid")})
-    return rec
-
-
-def manifest_accuracy(m: dict) -> dict:
-    """What the recommendation needs from an artifact's manifest: which network it is (``model`` and the source
-    weights' sha256, else their path) and its validation report's top-1 agreement with the fp32 reference."""
-    src = m.get("source") or {}
-    ident = src.get("sha256") or src.get("path") or src.get("kind")
-    out = {"network": f"{m['model']}@{str(ident)[:12]}" if m.get("model") and ident else m.get("model")}
-    v = m.get("validation") or {}
-    if isinstance(v.get("top1_agreement"), (int, float)):
-        out.update({"top1_agreement": float(v["top1_agreement"]), "validation_images": v.get("images"),
-                    "validation_reference": v.get("reference")})
-    return out
+        fields.update(memory_scope="worker process of this case", worker_base_rss_mb=round(base, 1),
+                      peak_growth_mb=round(max(0.0, peak - base), 1), worker_imports=m.get("worker_imports", []),
+                      worker_pid=m.get("worker_pid"))
+    return Record.for_artifact(c.model, c.runtime, c.delegate, c.threads, **fields)
 
 
 def write_outputs(result: dict, out: Path) -> None:
-    from converters.common import write_json_atomic
+    from converters.common import write_json_atomic, write_text_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", result)
-    (out / "results.md").write_text(markdown(result))
+    write_text_atomic(out / "results.md", markdown(result))
     plot(result, out / "latency.png")
 
 
-def delegate_label(r: dict) -> str:
-    return f"{r['delegate']}/{r['gpu_precision']}" if r.get("gpu_precision") else r["delegate"]
+def delegate_label(r: Record | dict) -> str:
+    return as_records([r])[0].delegate_label
+
+
+def _cell(x: float | None, fmt: str = "{:.2f}") -> str:
+    return "" if x is None else fmt.format(x)
 
 
 def markdown(result: dict) -> str:
     env = result["environment"]
+    records = records_of(result)
     lines = [f"# Benchmark: {result['name']}", "",
              f"{env['cpu']}, {env['cores']} cores, {env['os']}; {result['created']}",
              *isa_lines(result),
              f"Command: `{result['command']}`", "",
              "| device | model | runtime | delegate | threads | median ms | p90 | p99 | min | load ms | first ms | partitions | fallback ops | size MB | peak MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result["results"]:
-        size = f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") else ""
-        dev = r.get("device", "local")
-        if r["status"] != "ok":
-            lines.append(f"| {dev} | {r['name']} | {r['runtime']} | {delegate_label(r)} | {r['threads']} | "
-                         f"{r['status']}: "
-                         f"{' '.join(str(r.get('reason', '')).split())} | | | | | | | | {size} | |")
+    for r in records:
+        size = _cell(r.size_bytes / 1e6 if r.size_bytes else None, "{:.1f}")
+        head = f"| {r.device} | {r.name} | {r.runtime.value} | {r.delegate_label} | {r.threads} |"
+        if r.status is not Status.OK:
+            lines.append(f"{head} {r.status.value}: {' '.join(r.reason.split())} | | | | | | | | {size} | |")
             continue
-        l = r["latency_ms"]
-        peak = f"{r['process_peak_rss_mb']:.0f}" if r.get("process_peak_rss_mb") else ""
-
-        def f(k):
-            return f"{l[k]:.2f}" if k in l else ""
-        lines.append(f"| {dev} | {r['name']} | {r['runtime']} | {delegate_label(r)} | {r['threads']} | {f('median')} | "
-                     f"{f('p90')} | {f('p99')} | {f('min')} | {r.get('load_ms', 0):.0f} | {r.get('first_ms', 0):.0f} | "
-                     f"{r.get('partitions') if r.get('partitions') is not None else ''} | "
-                     f"{r.get('fallback_ops') if r.get('fallback_ops') is not None else ''} | {size} | {peak} |")
-    gpu_labels = sorted({r["label"] for r in result["results"] if r.get("label")})
+        lat = r.latency_ms or {}
+        if lat:
+            timing = f" {lat['median']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | {lat['min']:.2f} |"
+        else:  # a device tool's summary: its mean is not a median, so it does not go in that column
+            s = r.summary_ms or {}
+            told = ", ".join(f"{k} {s[k]:.2f}" for k in ("median", "mean") if isinstance(s.get(k), (int, float)))
+            timing = f" no per-run times ({told}) | | | {_cell(s.get('min'))} |"
+        lines.append(f"{head}{timing} {_cell(r.load_ms, '{:.0f}')} | {_cell(r.first_ms, '{:.0f}')} | "
+                     f"{'' if r.partitions is None else r.partitions} | "
+                     f"{'' if r.fallback_ops is None else r.fallback_ops} | {size} | {_cell(r.peak_mb, '{:.0f}')} |")
+    gpu_labels = sorted({r.label for r in records if r.label})
     if gpu_labels:
         lines += ["", "GPU rows: " + "; ".join(gpu_labels) + ". First ms: the first run, shader compilation "
                   "included; medians are steady-state runs timed through the output read."]
+    methods = sorted({f"`{r.device}` {r.runtime.value}: {r.timing_method}" for r in records if r.timing_method})
+    if methods:
+        lines += ["", "How the device tools timed each run: " + "; ".join(methods) + "."]
     if result.get("ratios"):
         lines += ["", "Ratios (median latency, bootstrap 95% interval):", "",
                   "| case | baseline | ratio | 95% interval |", "|---|---|---|---|"]
         for q in result["ratios"]:
             lines.append(f"| {q['case']} | {q['baseline']} | {q['ratio']:.3f} | {q['ci95'][0]:.3f} - {q['ci95'][1]:.3f} |")
+    if result.get("ratios_skipped"):
+        lines += ["", "Not in the ratios:", ""]
+        lines += [f"- {q['case']} (`{q['device']}`): {q['reason']}" for q in result["ratios_skipped"]]
     rec = result.get("recommendation") or {}
     if rec.get("items"):
         lines += ["", f"Recommendation (accuracy budget {rec['accuracy_budget_points']:.2f} top-1 points; "
                   f"{rec['basis']}):", ""]
         lines += [f"- {item['line']}" for item in rec["items"]]
-    if any(r.get("memory_scope") for r in result["results"]):
+    if any(r.memory_scope == "worker process of this case" for r in records):
         lines += ["", "Peak MB: the case's own worker process (Python, its runtime and this one model), VmHWM."]
     from benchmarks.devices import verification_markdown
 
@@ -364,40 +347,55 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in result["results"] if r["status"] == "ok" and r.get("times_ms")]
+    ok = [r for r in records_of(result) if r.status is Status.OK and r.times_ms]
     if not ok:
         return
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(ok) + 1.5))
-    labels = [f"{r['name']} {r['runtime']}/{delegate_label(r)}/{r['threads']}t @{r.get('device', 'local')}" for r in ok]
+    labels = [f"{r.case} @{r.device}" for r in ok]
     # 'orientation' replaced 'vert' in Matplotlib 3.10 (vert warns from 3.11)
     horizontal = {"orientation": "horizontal"} if _mpl_version() >= (3, 10) else {"vert": False}
-    ax.boxplot([r["times_ms"] for r in ok], showfliers=False, **horizontal)
+    ax.boxplot([r.times_ms for r in ok], showfliers=False, **horizontal)
     ax.set_yticks(range(1, len(ok) + 1), labels, fontsize=8)
     ax.set_xlabel("latency per image (ms)")
     ax.set_title(f"{result['name']}: {result['environment']['cpu']}", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tmp = path.with_name("." + path.name + ".tmp.png")  # Matplotlib picks the format from the suffix
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
 
 
-def ratios(records: list[dict], baseline: str | None) -> list[dict]:
-    ok = [r for r in records if r["status"] == "ok" and r.get("times_ms")]
-    if not ok:
-        return []
-    out = []
-    by_threads: dict[tuple, list[dict]] = {}
-    for r in ok:
-        by_threads.setdefault((r.get("device", "local"), r["threads"]), []).append(r)
+def ratios(records: list[Record | dict], baseline: str | None) -> tuple[list[dict], list[dict]]:
+    """Median latency of each case against a baseline case on the same device and thread count, with a bootstrap
+    95% interval over both cases' per-run times (:func:`benchmarks.stats.ratio_with_noise`).
+
+    Returns ``(ratios, skipped)``: a measured row without per-run times (a device tool that printed only a
+    summary) cannot have a noise interval, so it is listed in ``skipped`` with the reason, not left out silently.
+    """
+    out, skipped = [], []
+    by_threads: dict[tuple, list[Record]] = {}
+    for r in as_records(records):
+        if r.status is not Status.OK:
+            continue  # not measured: its row in the table says why
+        why = r.ratio_skip_reason()
+        if why:
+            skipped.append({"case": r.case, "device": r.device, "reason": why})
+            continue
+        by_threads.setdefault((r.device, r.threads), []).append(r)
     for (_, threads), group in sorted(by_threads.items()):
-        base = next((r for r in group if baseline and baseline in r["name"]), group[0])
+        base = next((r for r in group if baseline and baseline in r.name), group[0])
         for r in group:
             if r is base:
                 continue
-            q = ratio_with_noise(r["times_ms"], base["times_ms"])
-            out.append({"case": f"{r['name']} {r['runtime']}/{delegate_label(r)}/{threads}t",
-                        "baseline": f"{base['name']} {base['runtime']}/{delegate_label(base)}/{threads}t", **q})
-    return out
+            q = ratio_with_noise(r.times_ms, base.times_ms)
+            out.append({"case": r.case, "baseline": base.case, **q})
+    for q in skipped:
+        log.warning("ratios: %s on %s left out: %s", q["case"], q["device"], q["reason"])
+    return out, skipped
 
 
 def isa_lines(result: dict) -> list[str]:
@@ -416,11 +414,11 @@ RECOMMENDATION_BASIS = ("loss = top-1 disagreement with the fp32 reference netwo
                         "photos, an upper bound of the top-1 accuracy points lost")
 
 
-def accuracy_loss_points(r: dict) -> float | None:
+def accuracy_loss_points(r: Record | dict) -> float | None:
     """Top-1 points an artifact may lose against its fp32 reference network: 100 x (1 - ``top1_agreement``) of
     its manifest's validation report (agreement on the held-out validation photos; a disagreement bounds the
     accuracy change). None when the manifest has no such figure."""
-    a = r.get("top1_agreement")
+    a = r.top1_agreement if isinstance(r, Record) else r.get("top1_agreement")
     return None if a is None else round(100.0 * (1.0 - float(a)), 2)
 
 
@@ -428,21 +426,31 @@ def _threads_text(n: int) -> str:
     return f"{n} thread" + ("" if n == 1 else "s")
 
 
-def recommend(records: list[dict], budget: float, envs: dict | None = None) -> list[dict]:
+def _precision(r: Record) -> str | None:
+    return r.precision.value if r.precision else None
+
+
+def recommend(records: list[Record | dict], budget: float, envs: dict | None = None) -> list[dict]:
     """Per (device, threads, network): the fastest measured CPU artifact whose top-1 loss against the fp32
     reference (:func:`accuracy_loss_points`) is within ``budget`` points, with the line the harness prints.
 
     The network is the manifest's ``model`` plus its source weights (``network`` in the record); GPU rows are
     another target and are left out. "x of fp32" is the median latency against the fastest fp32 artifact of the
     same network and thread count, in the same format when there is one. Artifacts whose manifest has no
-    accuracy figure are never guessed at: the line names them.
+    accuracy figure are never guessed at, nor are rows without a median (a device tool's summary): the line
+    names them.
     """
     envs = envs or {}
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        if r.get("status") != "ok" or not r.get("latency_ms") or r.get("delegate") == "gpu" or not r.get("network"):
+    groups: dict[tuple, list[Record]] = {}
+    no_median: dict[tuple, list[str]] = {}
+    for r in as_records(records):
+        if r.status is not Status.OK or r.delegate is Delegate.GPU or not r.network:
             continue
-        groups.setdefault((r.get("device", "local"), r["threads"], r["network"]), []).append(r)
+        key = (r.device, r.threads, r.network)
+        if r.median_ms is None:
+            no_median.setdefault(key, []).append(r.name)
+            continue
+        groups.setdefault(key, []).append(r)
     nets = {k[2] for k in groups}
     items = []
     for (device, threads, network), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
@@ -453,20 +461,23 @@ def recommend(records: list[dict], budget: float, envs: dict | None = None) -> l
         if len(nets) > 1:
             head += f" [{network.split('@')[0]}]"
 
-        def med(r):
-            return r["latency_ms"]["median"]
+        def med(r: Record) -> float:
+            return r.median_ms
 
-        def fp32_for(r):
-            same = [x for x in rows if x.get("precision") == "fp32" and x.get("format") == r.get("format")]
-            anyf = [x for x in rows if x.get("precision") == "fp32"]
+        def fp32_for(r: Record) -> Record | None:
+            same = [x for x in rows if x.precision is Precision.FP32 and x.format == r.format]
+            anyf = [x for x in rows if x.precision is Precision.FP32]
             return min(same or anyf, key=med) if (same or anyf) else None
 
-        unknown = sorted({r["name"] for r in rows if accuracy_loss_points(r) is None})
+        unknown = sorted({r.name for r in rows if accuracy_loss_points(r) is None})
         within = [r for r in rows if accuracy_loss_points(r) is not None and accuracy_loss_points(r) <= budget + 1e-9]
+        untimed = sorted(set(no_median.get((device, threads, network), [])))
         item = {"device": device, "threads": threads, "network": network, "isa_class": isa,
-                "accuracy_budget_points": budget, "no_accuracy_figures": unknown}
+                "accuracy_budget_points": budget, "no_accuracy_figures": unknown, "no_median": untimed}
         note_unknown = (f"; no accuracy figures in the manifest of {', '.join(unknown)} (validation.top1_agreement): "
                         "not considered" if unknown else "")
+        note_unknown += (f"; no per-run times for {', '.join(untimed)} (the device tool's summary has no median): "
+                         "not considered" if untimed else "")
         if not within:
             over = [r for r in rows if accuracy_loss_points(r) is not None]
             why = (f"every artifact with accuracy figures loses more than {budget:g} points "
@@ -479,15 +490,14 @@ def recommend(records: list[dict], budget: float, envs: dict | None = None) -> l
         best = min(within, key=med)
         base = fp32_for(best)
         loss = accuracy_loss_points(best)
-        prec = best.get("precision") or "?"
+        prec = _precision(best) or "?"
         parts = [prec, f"{med(best):.1f} ms"]
         ratio = med(best) / med(base) if base is not None and base is not best else None
         if ratio is not None:  # against the fp32 artifact of another format: name it
-            parts.append(f"{ratio:.2f}x of fp32" + ("" if base.get("format") == best.get("format")
-                                                   else f" {base['name']}"))
-        size = (base["size_bytes"] / best["size_bytes"] if base is not None and base is not best
-                and base.get("size_bytes") and best.get("size_bytes") else None)
-        line = f"{head}: {best['name']} ({', '.join(parts)}; " + (f"-{loss:.1f} points)" if loss else "no top-1 loss)")
+            parts.append(f"{ratio:.2f}x of fp32" + ("" if base.format == best.format else f" {base.name}"))
+        size = (base.size_bytes / best.size_bytes if base is not None and base is not best
+                and base.size_bytes and best.size_bytes else None)
+        line = f"{head}: {best.name} ({', '.join(parts)}; " + (f"-{loss:.1f} points)" if loss else "no top-1 loss)")
         tail = ""
         if ratio is not None and ratio > SPEED_WORTH:
             tail = (f" — on this ISA {prec} buys size ({size:.1f}x smaller), not speed" if size and size > 1.05
@@ -496,21 +506,21 @@ def recommend(records: list[dict], budget: float, envs: dict | None = None) -> l
             tail = (f" — {prec} is {1 / ratio:.2f}x faster than fp32 here"
                     + (f" and {size:.1f}x smaller" if size else ""))
         elif prec == "fp32":  # a lower precision within budget lost on speed, or one over budget: say which
-            lower = [r for r in rows if r.get("precision") not in (None, "fp32") and r is not best]
-            fast_enough = [r for r in lower if r in within]
+            lower = [r for r in rows if _precision(r) not in (None, "fp32") and r is not best]
+            fast_enough = [r for r in lower if any(r is w for w in within)]
             if fast_enough:
                 r = min(fast_enough, key=med)
-                s = best["size_bytes"] / r["size_bytes"] if best.get("size_bytes") and r.get("size_bytes") else None
-                tail = (f" — {r['name']} ({r.get('precision')}) is within budget but "
-                        f"{med(r) / med(best):.2f}x of fp32: on this ISA {r.get('precision')} buys size"
+                s = best.size_bytes / r.size_bytes if best.size_bytes and r.size_bytes else None
+                tail = (f" — {r.name} ({_precision(r)}) is within budget but "
+                        f"{med(r) / med(best):.2f}x of fp32: on this ISA {_precision(r)} buys size"
                         + (f" ({s:.1f}x smaller)" if s else "") + ", not speed")
             elif lower:
                 r = min(lower, key=med)
                 if accuracy_loss_points(r) is not None:
-                    tail = (f" — {r['name']} ({r.get('precision')}, {med(r) / med(best):.2f}x of fp32) loses "
+                    tail = (f" — {r.name} ({_precision(r)}, {med(r) / med(best):.2f}x of fp32) loses "
                             f"{accuracy_loss_points(r):.1f} points, over the budget")
-        item.update({"choice": best["name"], "model": best["model"], "precision": prec, "median_ms": med(best),
-                     "accuracy_loss_points": loss, "fp32_baseline": base["name"] if base is not None else None,
+        item.update({"choice": best.name, "model": best.model, "precision": prec, "median_ms": med(best),
+                     "accuracy_loss_points": loss, "fp32_baseline": base.name if base is not None else None,
                      "vs_fp32": ratio, "size_ratio_vs_fp32": size, "line": line + tail + note_unknown})
         items.append(item)
     return items
@@ -614,7 +624,7 @@ def benchmark(args: argparse.Namespace) -> dict:
     for d in devices:
         if not (d == "local" or d.startswith("ssh://") or d == "adb" or d.startswith("adb:")):
             raise UsageError(f"unknown device '{d}': use local, ssh://user@host[:port] or adb[:SERIAL]")
-    records: list[dict] = []
+    records: list[Record] = []
     device_envs: dict[str, dict] = {}
     for d in devices:  # one after the other, into one result file
         if d == "local":
@@ -636,17 +646,18 @@ def benchmark(args: argparse.Namespace) -> dict:
 
             out = run_adb(d, args.models, threads, delegates, args.runs, args.warmup, args.litert_benchmark,
                           args.executorch_runner, args.adb, verify=args.verify, verify_images=args.verify_images,
-                          progress=not args.quiet)
+                          progress=not args.quiet, rounds=args.rounds)
             recs, device_envs[d] = out["results"], out["environment"]
         for r in recs:
-            r["device"] = d
+            r.device = d
         records += recs
     result = {"schema": SCHEMA, "name": args.name, "created": now_iso(), "command": command_line(),
               "environment": device_envs.get("local") or environment(), "devices": device_envs,
               "settings": {"warmup": args.warmup, "runs": args.runs, "rounds": args.rounds,
                            "input": str(Path(image).name), "accuracy_budget_points": budget,
                            "case_timeout_s": case_timeout, "isolation": "one worker process per local case"},
-              "results": records, "ratios": ratios(records, args.baseline)}
+              "results": [r.to_dict() for r in records]}
+    result["ratios"], result["ratios_skipped"] = ratios(records, args.baseline)
     result["recommendation"] = {"accuracy_budget_points": budget, "basis": RECOMMENDATION_BASIS,
                                 "items": recommend(records, budget, device_envs)}
     return result
@@ -668,11 +679,11 @@ def main(argv: list[str] | None = None) -> int:
             for r in results:
                 print(cells_markdown(r))
             if args.output:
-                from converters.common import write_json_atomic
+                from converters.common import write_json_atomic, write_text_atomic
 
                 args.output.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(args.output / "cells.json", {"results": results})
-                (args.output / "cells.md").write_text("\n".join(cells_markdown(r) for r in results))
+                write_text_atomic(args.output / "cells.md", "\n".join(cells_markdown(r) for r in results))
                 cells_plot(results, args.output / "cells.png")
             if not args.models:
                 return 0
@@ -681,10 +692,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.output:
             write_outputs(result, args.output)
             print(f"wrote {args.output}/results.json, results.md, latency.png")
-        measured = [r for r in result["results"] if r.get("status") == "ok"]
+        records = records_of(result)
+        measured = [r for r in records if r.status is Status.OK]
         if not measured:  # a run that timed nothing must not look like a success to a script or CI
-            failed = [r for r in result["results"] if r.get("status") != "ok"]
-            first = failed[0].get("reason", "") if failed else ""
+            failed = [r for r in records if r.status is not Status.OK]
+            first = failed[0].reason if failed else ""
             print(f"error: nothing was measured: all {len(failed)} case(s) failed or are unavailable"
                   + (f" (first: {' '.join(str(first).split())[:200]})" if first else ""), file=sys.stderr)
             return 1

@@ -228,6 +228,19 @@ def write_json_atomic(path: Path, data: dict) -> None:
             tmp.unlink()
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """:func:`write_json_atomic` for text (a Markdown report beside its JSON)."""
+    tmp = path.with_name("." + path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def _json_default(o):
     if isinstance(o, (np.integer,)):
         return int(o)

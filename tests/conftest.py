@@ -315,7 +315,7 @@ def background_manifest(name: str, precision: str | None = None) -> dict:
 # is marked slow, so `-m "not slow"` (the fast subset, README) leaves it out without anyone having to remember.
 SLOW_FIXTURES = {*_FIXTURE_JOBS,
                  "keras_reference", "official_h5", "official_no_top_h5", "tiny_imagenette",
-                 "bad", "small_gpu"}
+                 "bad", "small_gpu", "small_input_pte"}
 
 
 @pytest.hookimpl(wrapper=True)
@@ -443,3 +443,44 @@ def tflite_fp16() -> dict:
 @pytest.fixture(scope="session")
 def tflite_dynamic() -> dict:
     return background_manifest("tflite_float", "dynamic")
+
+
+SMALL_PTE_SIZE = 48  # not 224: a harness that assumes 224 px fails on it
+
+
+@pytest.fixture(scope="session")
+def small_input_pte(tmp_path_factory) -> Path:
+    """A two-layer CNN as an XNNPACK fp32 ``.pte`` at 48 px, with a manifest as the converter writes one (its
+    ``config`` and ``preprocessing`` give the input size): for the harness's input-shape paths, in seconds."""
+    import json
+
+    import torch
+
+    from edge.model.config import nasnet_mobile
+    from edge.quiet import quiet_executorch_import
+
+    with quiet_executorch_import():
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = torch.nn.Linear(8, 5)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    example = (torch.zeros(1, 3, SMALL_PTE_SIZE, SMALL_PTE_SIZE),)
+    program = to_edge_transform_and_lower(torch.export.export(Tiny().eval(), example),
+                                          partitioner=[XnnpackPartitioner()]).to_executorch()
+    path = tmp_path_factory.mktemp("small_pte") / "tiny_xnnpack_fp32.pte"
+    path.write_bytes(program.buffer)
+    cfg = nasnet_mobile(num_classes=5).with_(input_size=SMALL_PTE_SIZE)
+    manifest = {"format": "pte", "model": "tiny", "precision": "fp32", "lowered": False,
+                "preprocessing": cfg.preprocessing.to_dict(), "config": cfg.to_dict(),
+                "io": "float32 NCHW in, float32 logits out (apply softmax for probabilities)"}
+    path.with_name(path.name + ".json").write_text(json.dumps(manifest))
+    return path

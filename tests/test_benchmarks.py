@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.devices import DeviceError, parse_benchmark_model, parse_executor_runner
@@ -132,6 +133,42 @@ def test_ssh_device_runs_the_harness_remotely_and_brings_results_back(sshd, tfli
     assert not Path("pwned.tflite").exists() and not (Path("/tmp/nasnet-edge-bench") / "pwned.tflite").exists()
 
 
+def test_pte_input_shape_comes_from_the_manifest(tmp_path):
+    from benchmarks.devices import pte_input_shape
+    from edge.model.config import nasnet_mobile
+
+    pte = tmp_path / "m.pte"
+    pte.write_bytes(b"\0\0\0\0ET12")
+    assert pte_input_shape(pte) is None  # no manifest: the board asks the program itself
+    manifest = pte.with_name("m.pte.json")
+    manifest.write_text(json.dumps({"config": nasnet_mobile().with_(input_size=331).to_dict()}))
+    assert pte_input_shape(pte) == [1, 3, 331, 331]
+    manifest.write_text(json.dumps({"preprocessing": {"size": 48, "crop_fraction": 0.875, "scale": 0.5, "offset": 0}}))
+    assert pte_input_shape(pte) == [1, 3, 48, 48]
+    manifest.write_text("{not json")
+    with pytest.raises(DeviceError, match="not readable JSON"):
+        pte_input_shape(pte)
+
+
+def test_ssh_device_sends_the_pte_input_shape_and_the_board_times_it(sshd, small_input_pte, tmp_path):
+    """A .pte at 48 px: the host sends the shape from its manifest, the board's runner times it at that shape
+    (it used to time every .pte at 224 px, which a 48 px program refuses)."""
+    out = tmp_path / "ssh"
+    device = f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}"
+    r = run_module("benchmarks.run", small_input_pte, "--device", device, "--ssh-key", sshd["key"], "--known-hosts",
+                   sshd["known_hosts"], "--remote-python", sys.executable, "--runs", "2", "--rounds", "1",
+                   "--warmup", "0", "--verify-images", "2", "--output", out, "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    job = json.loads((Path("/tmp/nasnet-edge-bench") / "job.json").read_text())  # the board is this machine
+    assert [c["input_shape"] for c in job["cases"]] == [[1, 3, 48, 48]]
+    res = json.loads((out / "results.json").read_text())
+    (row,) = res["results"]
+    assert row["status"] == "ok" and row["runtime"] == "executorch" and row["latency_ms"]["n"] == 2, row
+    assert row["precision"] == "fp32" and row["timing"] == "per-run"  # the artifact's facts, as a local row's
+    (v,) = res["devices"][device]["verification"]
+    assert v["status"] == "ok" and v["bit_identical"], v
+
+
 def test_ssh_unreachable_host_is_one_line(tmp_path, tflite_int8, tflite_dir):
     r = run_module("benchmarks.run", tflite_dir / tflite_int8["artifact"], "--device",
                    f"ssh://nobody@127.0.0.1:{free_port()}", "--quiet")
@@ -241,16 +278,61 @@ sys.exit(1)
 '''
 
 STAND_IN_TOOL = r'''#!/usr/bin/env python3
-"""STAND-IN for {tool} on the phone: prints the documented output format, records its arguments.
+"""STAND-IN for __TOOL__ on the phone: prints what the real tool prints, records its arguments and its times.
 
-With --output_filepath (benchmark_model's flag, used by --verify), it does what the real tool does with it:
-runs the model once on the raw input file of --input_layer_value_files and writes the output tensor's bytes.
+benchmark_model (LiteRT, tflite/tools/benchmark): run with --num_runs=1 --min_secs=0 it times one run after
+--warmup_runs and prints as the real tool does (each line "INFO: "-prefixed; Stat::OutputToStream: "count=0",
+"count=1 curr=T" or "count=N first=.. curr=.. min=.. max=.. avg=.. std=.."). The run's time in us comes from
+FAKE_BM_TIMES_US, a JSON object {--use_xnnpack value: [us, ...]} taken in order, else a fixed sequence. Run
+any other way it prints the documented sample output. With --output_filepath (used by --verify) it does what
+the real tool does with it: runs the model once on the raw input file of --input_layer_value_files and writes
+the output tensor's bytes.
+executor_runner (ExecuTorch, examples/portable/executor_runner): --num_executions=N executions, each one's time
+printed as "Iteration i of N: T ms" and then the total; FAKE_ET_ITERATIONS=0 makes it an older runner that
+prints the total only. Each process appends its run times to <this file>.times as one JSON list.
 """
-import sys, pathlib
-with open(sys.argv[0] + ".args", "a") as f:
+import json, os, sys
+me = sys.argv[0]
+with open(me + ".args", "a") as f:
     f.write(" ".join(sys.argv[1:]) + "\n")
 flags = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
-if "output_filepath" in flags:
+
+
+def take(key):  # the how-many-th process of this kind this is
+    path = f"{me}.count.{key}"
+    n = int(open(path).read()) if os.path.exists(path) else 0
+    open(path, "w").write(str(n + 1))
+    return n
+
+
+def log_times(times):
+    with open(me + ".times", "a") as f:
+        f.write(json.dumps(times) + "\n")
+
+
+def stat(v):  # Stat<int64_t>::OutputToStream
+    if not v:
+        return "count=0"
+    if min(v) == max(v):
+        return f"count={len(v)} curr={v[-1]}" + ("(all same)" if len(v) > 1 else "")
+    avg = sum(v) / len(v)
+    std = int((sum(x * x for x in v) / len(v) - avg * avg) ** 0.5)
+    return f"count={len(v)} first={v[0]} curr={v[-1]} min={min(v)} max={max(v)} avg={avg:g} std={std}"
+
+
+if "__TOOL__" == "executor_runner":
+    n = int(flags.get("num_executions", 1))
+    k = take("et")
+    times = [round(14.0 + 0.25 * ((7 * k + i) % 9), 3) for i in range(n)]
+    log_times(times)
+    print(f"I 00:00:00.000640 executorch:executor_runner.cpp:476] Model file {flags['model_path']} is loaded.")
+    print("I 00:00:00.172417 executorch:executor_runner.cpp:161] Method loaded.")
+    if os.environ.get("FAKE_ET_ITERATIONS", "1") != "0":
+        for i, t in enumerate(times):
+            print(f"I 00:00:00.2{i:05d} executorch:executor_runner.cpp:779] Iteration {i + 1} of {n}: {t:f} ms")
+    print(f"I 00:00:00.482104 executorch:executor_runner.cpp:791] Model executed successfully {n} time(s) in "
+          f"{sum(times):f} ms.")
+elif "output_filepath" in flags:
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
     it = Interpreter(model_path=flags["graph"], num_threads=int(flags.get("num_threads", 1)))
@@ -262,7 +344,26 @@ if "output_filepath" in flags:
     it.set_tensor(d_in["index"], x)
     it.invoke()
     it.get_tensor(d_out["index"]).tofile(flags["output_filepath"])
-print({output!r})
+    print(__OUTPUT__)
+elif flags.get("num_runs") == "1" and flags.get("min_secs") == "0":
+    key = flags.get("use_xnnpack", "true")
+    seq = json.loads(os.environ.get("FAKE_BM_TIMES_US", "{}")).get(key) or [17000 + 37 * i for i in range(40)]
+    run = int(seq[take("bm_" + key) % len(seq)])
+    warm = [run + 900 - 10 * i for i in range(int(flags.get("warmup_runs", 1)))]  # warming up: slower runs
+    log_times([run / 1000])
+    lines = ["STARTING!", f"Num threads: [{flags.get('num_threads')}]", f"Graph: [{flags['graph']}]",
+             f"Loaded model {flags['graph']}", "The input model file size (MB): 6.12215",
+             "Initialized session in 4.128ms.",
+             f"Running benchmark for at least {len(warm)} iterations and at least 0 seconds but terminate if "
+             "exceeding 150 seconds.", stat(warm), "",
+             "Running benchmark for at least 1 iterations and at least 0 seconds but terminate if exceeding 150 "
+             "seconds.", stat([run]), "",
+             f"Inference timings in us: Init: 4128, First inference: {warm[0] if warm else 0}, "
+             f"Warmup (avg): {sum(warm) / len(warm) if warm else 0:g}, Inference (avg): {run}",
+             "Overall peak memory footprint (MB) via periodic monitoring: 10.3125"]
+    print("\n".join("INFO: " + line for line in lines))
+else:
+    print(__OUTPUT__)
 '''
 
 
@@ -276,11 +377,17 @@ def stand_in_adb(tmp_path, monkeypatch):
     tools = {}
     for tool, output in (("benchmark_model", BENCHMARK_MODEL_OUTPUT), ("executor_runner", EXECUTOR_RUNNER_OUTPUT)):
         p = tmp_path / tool
-        p.write_text(STAND_IN_TOOL.format(tool=tool, output=output))
+        p.write_text(STAND_IN_TOOL.replace("__TOOL__", tool).replace("__OUTPUT__", repr(output)))
         tools[tool] = p
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_ADB_ROOT", str(tmp_path / "phone"))
     return tools
+
+
+def phone_log(tmp_path: Path, tool: str, what: str = "times") -> list:
+    """What the stand-in ``tool`` did on the "phone": its argument lines, or each process's run times."""
+    text = (tmp_path / "phone" / f"data/local/tmp/nasnet_edge/{tool}.{what}").read_text()
+    return text.splitlines() if what == "args" else [json.loads(x) for x in text.splitlines()]
 
 
 def test_adb_device_pushes_runs_and_parses_through_a_stand_in(stand_in_adb, tflite_int8, tflite_dir, tmp_path):
@@ -292,12 +399,19 @@ def test_adb_device_pushes_runs_and_parses_through_a_stand_in(stand_in_adb, tfli
     res = json.loads((out / "results.json").read_text())
     recs = res["results"]
     assert len(recs) == 4 and all(x["device"] == "adb" and x["status"] == "ok" for x in recs)
-    assert recs[0]["latency_ms"]["mean"] == pytest.approx(17.7968)
+    # per-run times, one benchmark_model process per timed run: the times the "phone" printed
+    runs = [t for (t,) in phone_log(tmp_path, "benchmark_model")]
+    assert sorted(t for x in recs for t in x["times_ms"]) == sorted(runs) and len(runs) == 40
+    for x in recs:
+        assert x["timing"] == "per-run" and x["latency_ms"]["n"] == 10 and "summary_ms" not in x
+        assert x["latency_ms"]["median"] == pytest.approx(float(np.median(x["times_ms"])))
+        assert x["load_ms"] == pytest.approx(4.128) and x["peak_memory_mb"] == pytest.approx(10.3125)
     env = res["devices"]["adb"]["android"]
     assert env["model"] == "Stand-in Phone" and env["soc"] == "SM8550" and env["android"] == "14"
     assert env["cpu_governor"] == "schedutil" and env["battery_temp_before_c"] == pytest.approx(31.2)
-    args = (tmp_path / "phone" / "data/local/tmp/nasnet_edge/benchmark_model.args").read_text()
+    args = "\n".join(phone_log(tmp_path, "benchmark_model", "args"))
     assert "--use_gpu=true" in args and "--num_threads=4" in args
+    assert "--num_runs=10" not in args and args.count("--num_runs=1 --min_secs=0") == 40
     # --verify (default): 3 photos through benchmark_model on the "phone", compared with this machine's run
     (v,) = res["devices"]["adb"]["verification"]
     assert v["status"] == "ok" and v["images"] == 3 and v["bit_identical"] and v["top1_agreement"] == 1.0, v
@@ -317,6 +431,240 @@ def test_adb_without_the_tool_says_which_flag(stand_in_adb, tflite_int8, tflite_
     r = run_module("benchmarks.run", tflite_dir / tflite_int8["artifact"], "--device", "adb", "--quiet")
     assert_one_line_error(r)
     assert "--litert-benchmark" in r.stderr
+
+
+# ----------------------------------------------------------------------------- one record for every target
+# Per-run times a device might report, in ms: exact in us (benchmark_model prints whole us) and at 0.1 us.
+TIMES_A = [10.0, 12.5, 11.25, 30.0, 10.5, 11.0, 10.75, 13.0]
+TIMES_B = [20.0, 21.5, 19.75, 22.0, 40.0, 20.5, 21.0, 20.25]
+
+
+def _local_record(times, delegate="xnnpack", **kw):
+    from benchmarks.run import Case, case_record
+
+    c = Case(str(SHIPPED_INT8), "litert", delegate, 1, load_ms=12.0, first_ms=15.0, rss_mb=30.0, times=list(times),
+             meta={"process_peak_rss_mb": 90.0, "worker_base_rss_mb": 40.0, "worker_imports": ["ai_edge_litert"],
+                   "worker_pid": 4242}, **kw)
+    return case_record(c)
+
+
+def _ssh_record(times, delegate="xnnpack", **row):
+    from benchmarks.devices import ssh_record
+
+    base = {"model": "/tmp/nasnet-edge-bench/00.tflite", "local": str(SHIPPED_INT8), "threads": 1,
+            "delegate": delegate, "load_ms": 12.0, "first_ms": 15.0, "times_ms": list(times)}
+    return ssh_record({**base, **row}, {"emulated": True, "machine": "aarch64"}, "ssh://pi@board:22")
+
+
+class FakePhone:
+    """Answers ``ADB.shell`` with what the device tools print (the stand-in tool's formats, in-process)."""
+
+    def __init__(self, runs_us=(), et_iterations=None, et_total=None):
+        self.runs_us, self.et_iterations, self.et_total, self.argv = list(runs_us), et_iterations, et_total, []
+
+    def shell(self, *argv):
+        self.argv.append(argv)
+        if "executor_runner" in argv[0]:
+            n = int(next(a for a in argv if a.startswith("--num_executions=")).split("=")[1])
+            its = "".join(f"I 00:00:00.2 executorch:executor_runner.cpp:779] Iteration {i + 1} of {n}: {t:f} ms\n"
+                          for i, t in enumerate(self.et_iterations or []))
+            total = self.et_total if self.et_iterations is None else sum(self.et_iterations)
+            return its + f"I 00:00:00.4 executorch:executor_runner.cpp:791] Model executed successfully {n} time(s) " \
+                         f"in {total:f} ms.\n"
+        run = self.runs_us.pop(0)
+        return (f"INFO: count=1 curr={run + 700}\nINFO: \nINFO: count=1 curr={run}\nINFO: \n"
+                f"INFO: Inference timings in us: Init: 4128, First inference: {run + 700}, Warmup (avg): {run + 700}, "
+                f"Inference (avg): {run}\nINFO: Overall peak memory footprint (MB) via periodic monitoring: 10.5\n")
+
+
+def _adb_record(times, delegate="xnnpack"):
+    from benchmarks.devices import AdbCase
+    from benchmarks.record import Record
+
+    rec = Record.for_artifact(SHIPPED_INT8, "litert", delegate, 1, device="adb", timing_method="one process a run")
+    case = AdbCase(rec, "/data/local/tmp/nasnet_edge/benchmark_model", "/data/local/tmp/nasnet_edge/00.tflite", 1)
+    phone = FakePhone(runs_us=[round(t * 1000) for t in times])
+    case.run(phone, len(times) // 2)  # two rounds, as the harness visits it
+    case.run(phone, len(times) - len(times) // 2)
+    assert all("--num_runs=1" in a and "--min_secs=0" in a for a in phone.argv)
+    return rec
+
+
+def _round_trip(r):
+    from benchmarks.record import Record
+
+    d = json.loads(json.dumps(r.to_dict()))
+    assert Record.from_dict(d) == r and Record.from_dict(d).to_dict() == d
+    return d
+
+
+def test_records_of_local_ssh_and_adb_round_trip_through_json():
+    from benchmarks.devices import AdbCase
+    from benchmarks.record import Record, Status, Timing
+    from benchmarks.run import Case, case_record
+
+    local, ssh, adb = _local_record(TIMES_A), _ssh_record(TIMES_A), _adb_record(TIMES_A)
+    for r in (local, ssh, adb):
+        d = _round_trip(r)
+        assert d["timing"] == "per-run" and d["times_ms"] == TIMES_A and d["latency_ms"]["n"] == len(TIMES_A)
+        assert d["name"] == SHIPPED_INT8.name and d["precision"] == "int8" and d["network"]  # from the manifest
+    assert local.memory_scope == "worker process of this case" and local.peak_growth_mb == 50.0
+    gpu_meta = {"label": "functional check, not a GPU timing", "adapter": {"software": True},
+                "fully_accelerated": False, "gpu_not_supported": ["CONCATENATION: not supported"]}
+    gpu = case_record(Case(str(SHIPPED_INT8), "litert", "gpu", 1, times=TIMES_A, gpu_precision="fp16", meta=gpu_meta))
+    d = _round_trip(gpu)
+    assert d["delegate"] == "gpu" and d["gpu_precision"] == "fp16" and gpu.delegate_label == "gpu/fp16"
+    assert "partitions" not in d and d["fallback_ops"] == "some (not fully accelerated)"  # not XNNPACK's figures
+    assert d["label"] == gpu_meta["label"] and d["gpu_not_supported"] == gpu_meta["gpu_not_supported"]
+    assert ssh.emulated is True and ssh.device == "ssh://pi@board:22"
+    assert adb.load_ms == pytest.approx(4.128) and adb.first_ms == pytest.approx(TIMES_A[0] + 0.7)
+    assert adb.peak_memory_mb == 10.5 and adb.peak_mb == 10.5
+    # rows that were not measured: no statistics, their reason, and the same round trip
+    crashed = case_record(Case(str(SHIPPED_INT8), "litert", "xnnpack", 2, status="error", reason="worker killed",
+                               meta={"worker_log": "Fatal Python error", "completed_runs": 3}))
+    missing = _ssh_record([], status="unavailable", missing="python3 -m pip install ai-edge-litert")
+    for r in (crashed, missing):
+        d = _round_trip(r)
+        assert "latency_ms" not in d and "timing" not in d and d["status"] == r.status.value != "ok"
+    assert crashed.worker_log and "pip install ai-edge-litert" in missing.reason
+    # an executor_runner that prints only its total: a summary, said to be one, never a median
+    rec = Record.for_artifact(SHIPPED_INT8.with_suffix(".pte"), "executorch", "xnnpack", 1, device="adb")
+    AdbCase(rec, "/x/executor_runner", "/x/01.pte", 2).run(FakePhone(et_total=75.0), 3)
+    d = _round_trip(rec)
+    assert rec.timing is Timing.SUMMARY and d["timing"] == "summary" and "latency_ms" not in d and not rec.times_ms
+    assert d["summary_ms"] == {"mean": 15.0, "n": 5, "warmup_runs_included": 2} and rec.median_ms is None
+    assert "no per-run times" in rec.ratio_skip_reason() and rec.status is Status.OK
+
+
+def test_statistics_and_ratios_are_computed_the_same_way_for_every_target():
+    from benchmarks.run import ratios
+    from benchmarks.stats import ratio_with_noise, summarize
+
+    made = {"local": (_local_record(TIMES_A), _local_record(TIMES_B, "none")),
+            "ssh": (_ssh_record(TIMES_A), _ssh_record(TIMES_B, "none")),
+            "adb": (_adb_record(TIMES_A), _adb_record(TIMES_B, "none"))}
+    for target, (a, b) in made.items():
+        assert a.latency_ms == summarize(TIMES_A) and b.latency_ms == summarize(TIMES_B), target
+        assert a.latency_ms["p99"] == pytest.approx(float(np.percentile(TIMES_A, 99)))
+        (q,), skipped = ratios([a, b], baseline="int8")
+        assert not skipped and q["case"].endswith("litert/none/1t")
+        assert {k: q[k] for k in ("ratio", "ci95")} == ratio_with_noise(TIMES_B, TIMES_A), target
+
+
+def test_ratios_name_rows_without_per_run_times_and_the_table_says_why():
+    from benchmarks.record import Record
+    from benchmarks.run import ratios
+
+    summary = Record.for_artifact(SHIPPED_INT8.with_suffix(".pte"), "executorch", "xnnpack", 1, device="adb",
+                                  summary_ms={"mean": 15.0, "n": 5})
+    per_run = _adb_record(TIMES_A)
+    rows, skipped = ratios([per_run, summary], None)
+    assert rows == [] and skipped == [{"case": summary.case, "device": "adb", "reason": summary.ratio_skip_reason()}]
+    assert "mean 15.00" in skipped[0]["reason"] and "needs every run" in skipped[0]["reason"]
+
+
+def test_record_from_dict_reads_older_rows_and_names_bad_ones():
+    from benchmarks.record import Record, RecordError, records_of
+
+    # an adb row of the old parser: the tool's mean stored under "median", no per-run times
+    old_adb = {"model": "m.tflite", "name": "m.tflite", "runtime": "litert", "delegate": "xnnpack", "threads": 4,
+               "status": "ok", "device": "adb", "warmup_avg_ms": 18.7, "peak_memory_mb": 10.3,
+               "latency_ms": {"mean": 17.8, "min": 17.0, "median": 17.8, "n": 56}}
+    r = Record.from_dict(old_adb)
+    assert r.summary_ms == {"mean": 17.8, "min": 17.0, "n": 56} and r.median_ms is None and not r.measured
+    assert r.extra == {"warmup_avg_ms": 18.7} and r.to_dict()["warmup_avg_ms"] == 18.7  # kept, written back
+    # a local row of results/ (statistics beside per-run times): the statistics are recomputed, not trusted
+    row = {"model": "a.tflite", "runtime": "litert", "delegate": "xnnpack", "threads": 1, "status": "ok",
+           "times_ms": TIMES_A, "latency_ms": {"median": 999.0}}
+    assert Record.from_dict(row).median_ms == float(np.median(TIMES_A))
+    for bad, says in (({**row, "runtime": "tvm"}, "unknown runtime 'tvm'"), ({"model": "a.tflite"}, "lacks"),
+                      ({**row, "times_ms": [1.0, "fast"]}, "a time must be a number"),
+                      ({**row, "threads": "two"}, "threads must be a whole number")):
+        with pytest.raises(RecordError, match=says):
+            records_of({"results": [row, bad]}, "x.json")
+        try:
+            records_of({"results": [row, bad]}, "x.json")
+        except RecordError as e:
+            assert str(e).startswith("x.json: result 1: ") and "\n" not in str(e)
+
+
+def test_committed_results_read_through_the_record_and_render():
+    """Every results.json under results/ (older rows included) reads, round-trips and renders as a table."""
+    from benchmarks.record import Record, records_of
+    from benchmarks.run import markdown
+
+    files = sorted((REPO / "results").rglob("results.json"))
+    assert files
+    for f in files:
+        doc = json.loads(f.read_text())
+        for r in records_of(doc, str(f)):
+            assert Record.from_dict(r.to_dict()) == r
+        assert markdown(doc).count(" | ") > 10
+
+
+def test_parsers_read_per_run_output():
+    # benchmark_model as LiteRT prints it now ("INFO: " lines), no warm-up: its first inference is the timed run
+    one = parse_benchmark_model("INFO: count=0\nINFO: \nINFO: count=1 curr=17715\nINFO: \nINFO: Inference timings in "
+                                "us: Init: 4128, First inference: 0, Warmup (avg): nan, Inference (avg): 17715\n")
+    assert one["times_ms"] == [17.715] and one["first_ms"] is None and one["load_ms"] == pytest.approx(4.128)
+    assert "median" not in one["latency_ms"]  # the tool computes no median: none is made up from its mean
+    many = parse_benchmark_model(BENCHMARK_MODEL_OUTPUT)
+    assert many["times_ms"] == [] and "median" not in many["latency_ms"]
+    lines = "".join(f"I 00:00:00.2 executorch:executor_runner.cpp:779] Iteration {i} of 3: {t} ms\n"
+                    for i, t in ((1, 30.5), (2, 15.25), (3, 15.0)))
+    et = parse_executor_runner(lines + "I 00:00:00.4 executorch:executor_runner.cpp:791] Model executed "
+                               "successfully 3 time(s) in 60.750000 ms.\n")
+    assert et["iterations_ms"] == [30.5, 15.25, 15.0] and et["latency_ms"] == {"mean": 20.25, "n": 3}
+    assert parse_executor_runner(EXECUTOR_RUNNER_OUTPUT)["iterations_ms"] == []
+    with pytest.raises(DeviceError, match="cut short"):
+        parse_executor_runner(lines.splitlines()[0] + "\nModel executed successfully 3 time(s) in 60.75 ms.")
+
+
+@pytest.mark.parametrize("iterations", ["1", "0"])
+def test_adb_times_litert_and_executorch_per_run_through_the_stand_in(iterations, stand_in_adb, tmp_path,
+                                                                       monkeypatch):
+    """benchmark_model: one process per timed run, its times in the record as the "phone" printed them.
+    executor_runner: its per-iteration times, the warm-up ones of each process dropped; an older runner
+    (FAKE_ET_ITERATIONS=0) prints only a total, and the record says it has a summary, not per-run times."""
+    monkeypatch.setenv("FAKE_ET_ITERATIONS", iterations)
+    monkeypatch.setenv("FAKE_BM_TIMES_US", json.dumps({"true": [round(t * 1000) for t in TIMES_A],
+                                                       "false": [round(t * 1000) for t in TIMES_B]}))
+    pte = tmp_path / "tiny.pte"  # the stand-in runner does not read it; nothing on this side loads it
+    pte.write_bytes(b"\0\0\0\0ET12 stand-in program")
+    out = tmp_path / "adb"
+    r = run_module("benchmarks.run", SHIPPED_INT8, pte, "--device", "adb", "--delegate", "xnnpack,none",
+                   "--litert-benchmark", stand_in_adb["benchmark_model"], "--executorch-runner",
+                   stand_in_adb["executor_runner"], "--runs", "8", "--rounds", "2", "--warmup", "2", "--no-verify",
+                   "--baseline", "int8", "--output", out, "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    rows = {(Path(x["model"]).suffix, x["delegate"]): x for x in res["results"]}
+    from benchmarks.record import Record
+    from benchmarks.stats import ratio_with_noise, summarize
+
+    assert all(Record.from_dict(x).to_dict() == x for x in res["results"])
+    xnn, ref = rows[".tflite", "xnnpack"], rows[".tflite", "none"]
+    assert xnn["times_ms"] == TIMES_A and ref["times_ms"] == TIMES_B and xnn["latency_ms"] == summarize(TIMES_A)
+    assert rows[".pte", "none"]["status"] == "unavailable"
+    et, runs = rows[".pte", "xnnpack"], phone_log(tmp_path, "executor_runner")
+    assert len(runs) == 2 and all(len(x) == 2 + 4 for x in runs)  # per round: 2 warm-up + 8 // 2 timed
+    args = "\n".join(phone_log(tmp_path, "executor_runner", "args"))
+    assert args.count("--num_executions=6") == 2
+    ratio = {q["case"]: q for q in res["ratios"]}
+    assert ratio[f"{SHIPPED_INT8.name} litert/none/1t"]["ratio"] == ratio_with_noise(TIMES_B, TIMES_A)["ratio"]
+    md = (out / "results.md").read_text()
+    if iterations == "1":
+        assert et["timing"] == "per-run" and et["times_ms"] == [t for x in runs for t in x[2:]]
+        assert et["first_ms"] == runs[0][0] and not res["ratios_skipped"]
+        assert "tiny.pte executorch/xnnpack/1t" in ratio
+    else:
+        total = sum(t for x in runs for t in x)
+        assert et["timing"] == "summary" and "times_ms" not in et and "latency_ms" not in et
+        assert et["summary_ms"]["mean"] == pytest.approx(total / 12) and et["summary_ms"]["n"] == 12
+        assert "median" not in et["summary_ms"] and "no per-run times" in et["timing_method"]
+        (skip,) = res["ratios_skipped"]
+        assert skip["case"] == "tiny.pte executorch/xnnpack/1t" and "no per-run times" in skip["reason"]
+        assert "Not in the ratios:" in md and "| no per-run times (mean" in md
 
 
 # ----------------------------------------------------------------------------- worker processes (issue 20)

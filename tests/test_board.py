@@ -85,6 +85,25 @@ def test_remote_runner_reports_missing_runtimes_per_row(tmp_path):
     assert "executorch" in doc["missing"]
 
 
+def test_remote_runner_times_a_pte_at_the_shape_it_is_sent_and_names_a_wrong_one(small_input_pte, tmp_path):
+    """The host sends each .pte's input shape from its manifest; the runner times the program at it, names a shape
+    the program does not take (one error row, the other cases still timed), and without one asks the program."""
+    import subprocess
+
+    cases = [{"model": str(small_input_pte), "local": "a.pte", "threads": 1, "delegate": "xnnpack", **extra}
+             for extra in ({"input_shape": [1, 3, 48, 48]}, {"input_shape": [1, 3, 224, 224]}, {})]
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"cases": cases, "runs": 2, "rounds": 1, "warmup": 0}))
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/remote_runner.py"), str(job)], capture_output=True,
+                       text=True, timeout=600)
+    rows = json.loads(r.stdout.strip().splitlines()[-1])["results"]
+    by_shape = {str(row.get("input_shape")): row for row in rows}
+    sent, wrong, asked = by_shape["[1, 3, 48, 48]"], by_shape["[1, 3, 224, 224]"], by_shape["None"]
+    assert sent.get("status", "ok") == "ok" and len(sent["times_ms"]) == 2, sent
+    assert asked.get("status", "ok") == "ok" and len(asked["times_ms"]) == 2, asked
+    assert wrong["status"] == "error" and "[1, 3, 224, 224]" in wrong["reason"] and "[1, 3, 48, 48]" in wrong["reason"]
+
+
 def test_verification_table_marks_emulated_boards():
     from benchmarks.devices import verification_markdown
 
