@@ -123,6 +123,9 @@ def import_runtime(runtime: str, delegate: str) -> None:
         elif runtime == "executorch":
             import torch  # noqa: F401
 
+            from edge.runtime.native import preload_executorch_xnnpack
+
+            preload_executorch_xnnpack()  # NASNET_EDGE_EXECUTORCH_XNNPACK: a user's own XNNPACK backend build
             with quiet_executorch_import():
                 from executorch.extension.pybindings import portable_lib  # noqa: F401
                 from executorch.runtime import Runtime  # noqa: F401

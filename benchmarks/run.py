@@ -107,8 +107,10 @@ def environment() -> dict:
         pass
     from benchmarks.isa import cpu_features
 
+    from edge.runtime.native import xnnpack_builds
+
     return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
-            "machine": platform.machine(), "isa": cpu_features(),
+            "machine": platform.machine(), "isa": cpu_features(), "xnnpack_builds": xnnpack_builds(),
             "versions": tool_versions("ai-edge-litert", "executorch", "torch", "tensorflow-cpu", "numpy",
                                       "nasnet-edge")}
 
@@ -407,6 +409,12 @@ def isa_lines(result: dict) -> list[str]:
         if isa and isa.get("class"):
             where = "" if name == "local" else f" ({name})"
             out.append(f"CPU ISA{where}: {isa['class']} ({', '.join(isa.get('features') or []) or 'no features read'})")
+        builds = env.get("xnnpack_builds") if isinstance(env, dict) else None
+        if builds:
+            parts = [f"{rt} {b.get('compiler') or 'unknown compiler'}" + (" (override)" if b.get("override") else "")
+                     for rt, b in builds.items()]
+            out.append(f"XNNPACK builds{where}: {', '.join(parts)} (on AVX2, GCC's build runs slower: "
+                       "docs/benchmarking.md)")
     return out
 
 

@@ -198,6 +198,9 @@ class ExecuTorchRunner(Runner):
         # A damaged .pte can abort this process inside the runtime (edge/artifact/integrity.py): check it first.
         check_pte_header(self.path)
         checked = verify_against_manifest(self.path) is not None
+        from edge.runtime.native import preload_executorch_xnnpack
+
+        preload_executorch_xnnpack()  # a user's own build of the XNNPACK backend, when NASNET_EDGE_EXECUTORCH_XNNPACK names one
         with quiet_executorch_import(), captured_fds():  # the import's native cpuinfo lines go to stderr
             from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime
