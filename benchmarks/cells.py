@@ -116,6 +116,31 @@ def cells_markdown(res: dict, whole_ms: float | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cells_scaling_markdown(results: list[dict]) -> str:
+    """Per part, how much faster the largest thread count ran than one thread, for every folder timed at both:
+    which parts hold the whole model's thread scaling back (small late-cell tensors, memory-bound copies)."""
+    lines = []
+    by_folder: dict[str, dict[int, dict]] = {}
+    for r in results:
+        by_folder.setdefault(r["folder"], {})[r["threads"]] = r
+    for folder, runs in by_folder.items():
+        if 1 not in runs or len(runs) < 2:
+            continue
+        n = max(runs)
+        one, many = runs[1], runs[n]
+        lines += [f"Thread scaling ({one.get('runtime', 'litert')}, {one['precision']}, "
+                  f"{'edge form' if one['lowered'] else 'stock'}): {n} threads against 1, medians", "",
+                  f"| part | MMACs | 1 thread ms | {n} threads ms | speed-up | share of the {n}-thread sum |",
+                  "|---|---|---|---|---|---|"]
+        total = many["sum_of_parts_ms"] or 1.0
+        for a, b in zip(one["parts"], many["parts"]):
+            lines.append(f"| {a['name']} | {a['macs'] / 1e6:.1f} | {a['median_ms']:.3f} | {b['median_ms']:.3f} | "
+                         f"{a['median_ms'] / b['median_ms']:.2f}x | {100 * b['median_ms'] / total:.1f}% |")
+        lines += ["", f"Sum of parts: {one['sum_of_parts_ms']:.2f} ms -> {many['sum_of_parts_ms']:.2f} ms "
+                      f"({one['sum_of_parts_ms'] / many['sum_of_parts_ms']:.2f}x)", ""]
+    return "\n".join(lines)
+
+
 def cells_plot(results: list[dict], path: Path) -> None:
     import matplotlib
 

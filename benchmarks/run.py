@@ -680,18 +680,22 @@ def main(argv: list[str] | None = None) -> int:
         if not args.models and not args.cells:
             raise UsageError("give models to time, or --cells DIR")
         if args.cells:
-            from benchmarks.cells import benchmark_cells, cells_markdown, cells_plot
+            from benchmarks.cells import benchmark_cells, cells_markdown, cells_plot, cells_scaling_markdown
 
-            results = [benchmark_cells(d, int(str(args.threads).split(",")[0]), args.runs, args.rounds)
-                       for d in args.cells]
+            threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+            results = [benchmark_cells(d, t, args.runs, args.rounds) for d in args.cells for t in threads]
             for r in results:
                 print(cells_markdown(r))
+            scaling = cells_scaling_markdown(results)
+            if scaling:
+                print(scaling)
             if args.output:
                 from converters.common import write_json_atomic, write_text_atomic
 
                 args.output.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(args.output / "cells.json", {"results": results})
-                write_text_atomic(args.output / "cells.md", "\n".join(cells_markdown(r) for r in results))
+                write_text_atomic(args.output / "cells.md", "\n".join([cells_markdown(r) for r in results] +
+                                                                      ([scaling] if scaling else [])))
                 cells_plot(results, args.output / "cells.png")
             if not args.models:
                 return 0
