@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.stats import summarize
+from edge.artifact.manifest import ops_outside
 from edge.errors import UserError
 
 
@@ -90,7 +91,7 @@ def benchmark_cells(folder: Path, threads: int = 1, runs: int = 30, rounds: int 
                      "latency_ms": s, "gmacs_per_s": p["macs"] / (s["median"] * 1e6),
                      "partitions": p["delegation"]["partitions"],
                      # ops on LiteRT's own kernels / outside the ExecuTorch delegate
-                     "fallback_ops": p["delegation"].get("fallback_ops", p["delegation"].get("outside_ops"))})
+                     "fallback_ops": ops_outside(p["delegation"])})
     total = sum(r["median_ms"] for r in rows)
     by_kind: dict[str, float] = {}
     for r in rows:

@@ -245,6 +245,8 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
 
 
 def case_record(c: Case) -> dict:
+    from edge.artifact.manifest import ops_outside
+
     p = Path(c.model)
     rec = {"model": str(c.model), "name": p.name, "runtime": c.runtime, "delegate": c.delegate,
            "threads": c.threads, "status": c.status}
@@ -261,7 +263,7 @@ def case_record(c: Case) -> dict:
             rec.update({k: m.get(k) for k in ("precision", "lowered", "format")})
             d = m.get("delegation") or {}
             rec["partitions"] = d.get("partitions")
-            rec["fallback_ops"] = d.get("fallback_ops", d.get("outside_ops"))
+            rec["fallback_ops"] = ops_outside(d)  # either manifest schema (edge/artifact/manifest.py)
             rec.update(manifest_accuracy(m))
     if "fully_accelerated" in c.meta:  # a GPU row: the manifest's partitions are XNNPACK's, not the GPU's
         rec["partitions"] = None
