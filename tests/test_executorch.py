@@ -129,7 +129,7 @@ def probed_together(paths, monkeypatch) -> None:
     import subprocess
     import sys
 
-    from edge import runtime
+    from edge.runtime import runners  # where ExecuTorchRunner looks the probe up
 
     script = ("import sys\nfrom executorch.runtime import Runtime\n"
               "for p in sys.argv[1:]:\n    Runtime.get().load_program(p).load_method('forward')\n")
@@ -138,8 +138,8 @@ def probed_together(paths, monkeypatch) -> None:
     if r.returncode != 0:
         return
     probed = {str(p) for p in paths}
-    probe = runtime.probe_in_subprocess
-    monkeypatch.setattr(runtime, "probe_in_subprocess",
+    probe = runners.probe_in_subprocess
+    monkeypatch.setattr(runners, "probe_in_subprocess",
                         lambda path, *a, **k: None if str(path) in probed else probe(path, *a, **k))
 
 
