@@ -217,7 +217,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name("." + path.name + ".tmp")
     try:
         with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, default=_json_default)
+            json.dump(data, f, indent=1, default=json_default)
             f.write("\n")
         os.replace(tmp, path)
     except OSError as e:  # name the file the user asked for (a failed write carries no file name)
@@ -227,7 +227,8 @@ def write_json_atomic(path: Path, data: dict) -> None:
             tmp.unlink()
 
 
-def _json_default(o):
+def json_default(o):
+    """``json.dump``'s ``default`` for what manifests hold: numpy scalars, paths, enums."""
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, ClassVar, Hashable
 
 import numpy as np
 
-from converters.common import (ImageSet, Precision, Stages, _json_default, agreement_gate, agreement_threshold,
-                               artifact_base, check_output_dir, command_line, compare, interval_warning, load_images,
-                               now_iso, package_folder, precisions_of, tool_versions, validation_table)
+from converters.common import (DEFAULT_NUM_CALIBRATION, ImageSet, Precision, Stages, agreement_gate,
+                               agreement_threshold, artifact_base, check_output_dir, command_line, compare,
+                               interval_warning, json_default, load_images, now_iso, package_folder, precisions_of,
+                               tool_versions, validation_table)
 from edge.artifact.manifest import (IO, CellsManifest, Converter, Delegation, Format, Manifest, Quantization,
                                     Validation)
 
@@ -68,7 +69,7 @@ class Job:
     precisions: tuple[Precision, ...] = (Precision.FP32,)
     output: Path = Path("artifacts")
     calibration: Path | None = None
-    num_calibration: int = 200
+    num_calibration: int = DEFAULT_NUM_CALIBRATION
     validation: Path | None = None
     lowered: bool = True
     cells: bool = False
@@ -261,7 +262,7 @@ class ArtifactWriter:
     def commit(self, manifest: dict) -> None:
         try:
             with open(self._manifest_tmp, "w") as f:
-                json.dump(manifest, f, indent=1, default=_json_default)
+                json.dump(manifest, f, indent=1, default=json_default)
                 f.write("\n")
         except OSError as e:  # name the file the user asked for
             raise OSError(e.errno, e.strerror, str(self.manifest_path)) from None
