@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.stats import summarize
+from edge.artifact.manifest import ops_outside
 from edge.errors import UserError
 
 
@@ -90,7 +91,7 @@ def benchmark_cells(folder: Path, threads: int = 1, runs: int = 30, rounds: int 
                      "latency_ms": s, "gmacs_per_s": p["macs"] / (s["median"] * 1e6),
                      "partitions": p["delegation"]["partitions"],
                      # ops on LiteRT's own kernels / outside the ExecuTorch delegate
-                     "fallback_ops": p["delegation"].get("fallback_ops", p["delegation"].get("outside_ops"))})
+                     "ops_outside": ops_outside(p["delegation"])})
     total = sum(r["median_ms"] for r in rows)
     by_kind: dict[str, float] = {}
     for r in rows:
@@ -104,10 +105,10 @@ def cells_markdown(res: dict, whole_ms: float | None = None) -> str:
     lines = [f"Per-cell latency ({res.get('runtime', 'litert')}, {res['precision']}, "
              f"{'edge form' if res['lowered'] else 'stock'}, "
              f"{res['threads']} thread(s), medians)", "",
-             "| part | MMACs | median ms | GMAC/s | partitions | fallback ops |", "|---|---|---|---|---|---|"]
+             "| part | MMACs | median ms | GMAC/s | partitions | ops outside |", "|---|---|---|---|---|---|"]
     for r in res["parts"]:
         lines.append(f"| {r['name']} | {r['macs'] / 1e6:.1f} | {r['median_ms']:.3f} | {r['gmacs_per_s']:.1f} | "
-                     f"{r['partitions']} | {r['fallback_ops']} |")
+                     f"{r['partitions']} | {r['ops_outside']} |")
     lines.append("")
     lines.append("Sum of parts: {:.2f} ms ({})".format(res["sum_of_parts_ms"], ", ".join(
         f"{k} {v:.2f} ms" for k, v in res["by_kind_ms"].items())))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.common import Precision
+from edge.artifact.manifest import ops_outside
 from edge.errors import UserError
 from edge.runtime.runners import Delegate, RuntimeKind
 
@@ -100,7 +101,7 @@ class Record:
     validation_reference: str | None = None
     # --- delegation: how much of the graph the accelerator runs
     partitions: int | None = None
-    fallback_ops: int | str | None = None  # ops on the runtime's own kernels; a GPU row may say "some (...)"
+    ops_outside: int | str | None = None  # ops outside the delegate, on the runtime's own kernels; a GPU row may say "some (...)"
     fully_accelerated: bool | None = None  # LiteRT GPU rows
     adapter: dict | None = None  # LiteRT GPU rows: the adapter LiteRT picked
     label: str | None = None  # LiteRT GPU rows, e.g. "functional check, not a GPU timing"
@@ -234,6 +235,9 @@ class Record:
             raise RecordError(f"benchmark record lacks {', '.join(repr(k) for k in missing)}")
         known = {f.name for f in fields(cls)} - {"extra"}
         derived = {"name", "timing", "latency_ms"}
+        d = {**d}
+        if "fallback_ops" in d:  # results written before the manifests' keys were reconciled
+            d.setdefault("ops_outside", d.pop("fallback_ops"))
         kwargs = {k: v for k, v in d.items() if k in known}
         extra = {k: v for k, v in d.items() if k not in known and k not in derived}
         kwargs.setdefault("status", Status.OK)
@@ -289,7 +293,7 @@ def artifact_facts(model: str | Path) -> dict:
         out["precision"] = None  # a manifest of another tool: no precision this harness knows
     d = m.get("delegation") or {}
     out["partitions"] = d.get("partitions")
-    out["fallback_ops"] = d.get("fallback_ops", d.get("outside_ops"))
+    out["ops_outside"] = ops_outside(d)  # either manifest schema (edge/artifact/manifest.py)
     out.update(manifest_accuracy(m))
     return out
 

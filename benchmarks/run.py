@@ -259,7 +259,7 @@ def case_record(c: Case) -> Record:
         fields["gpu_not_supported"] = m["gpu_not_supported"]
     if "fully_accelerated" in m:  # a GPU row: the manifest's partitions are XNNPACK's, not the GPU's
         fields["partitions"] = None
-        fields["fallback_ops"] = 0 if m["fully_accelerated"] else "some (not fully accelerated)"
+        fields["ops_outside"] = 0 if m["fully_accelerated"] else "some (not fully accelerated)"
     if c.status != "ok":
         fields.update(reason=c.reason, **{k: m[k] for k in ("completed_runs", "worker_log", "traceback") if k in m})
         return Record.for_artifact(c.model, c.runtime, c.delegate, c.threads, **fields)
@@ -297,7 +297,7 @@ def markdown(result: dict) -> str:
              f"{env['cpu']}, {env['cores']} cores, {env['os']}; {result['created']}",
              *isa_lines(result),
              f"Command: `{result['command']}`", "",
-             "| device | model | runtime | delegate | threads | median ms | p90 | p99 | min | load ms | first ms | partitions | fallback ops | size MB | peak MB |",
+             "| device | model | runtime | delegate | threads | median ms | p90 | p99 | min | load ms | first ms | partitions | ops outside | size MB | peak MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         size = _cell(r.size_bytes / 1e6 if r.size_bytes else None, "{:.1f}")
@@ -314,7 +314,7 @@ def markdown(result: dict) -> str:
             timing = f" no per-run times ({told}) | | | {_cell(s.get('min'))} |"
         lines.append(f"{head}{timing} {_cell(r.load_ms, '{:.0f}')} | {_cell(r.first_ms, '{:.0f}')} | "
                      f"{'' if r.partitions is None else r.partitions} | "
-                     f"{'' if r.fallback_ops is None else r.fallback_ops} | {size} | {_cell(r.peak_mb, '{:.0f}')} |")
+                     f"{'' if r.ops_outside is None else r.ops_outside} | {size} | {_cell(r.peak_mb, '{:.0f}')} |")
     gpu_labels = sorted({r.label for r in records if r.label})
     if gpu_labels:
         lines += ["", "GPU rows: " + "; ".join(gpu_labels) + ". First ms: the first run, shader compilation "

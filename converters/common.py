@@ -1,8 +1,7 @@
-"""What both converters share: precisions, calibration and validation images, metrics, manifests.
+"""What both converters share: flags, precisions, calibration and validation images, metrics, the gate.
 
-A manifest JSON is written beside every artifact (``<artifact>.json``): where the weights came from,
-precision, calibration set, preprocessing, labels, tool versions, op histogram, delegation report,
-file size and hash, and the validation results.
+The conversion itself is one pipeline for both runtimes (:mod:`converters.pipeline`); the manifest it writes
+beside every artifact is one type (:class:`edge.artifact.manifest.Manifest`).
 """
 
 from __future__ import annotations
@@ -218,7 +217,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name("." + path.name + ".tmp")
     try:
         with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, default=_json_default)
+            json.dump(data, f, indent=1, default=json_default)
             f.write("\n")
         os.replace(tmp, path)
     except OSError as e:  # name the file the user asked for (a failed write carries no file name)
@@ -241,7 +240,8 @@ def write_text_atomic(path: Path, text: str) -> None:
             tmp.unlink()
 
 
-def _json_default(o):
+def json_default(o):
+    """``json.dump``'s ``default`` for what manifests hold: numpy scalars, paths, enums."""
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
@@ -269,13 +269,17 @@ class Stages:
         self.total, self.n, self.timings = total, 0, {}
 
     @contextmanager
-    def stage(self, name: str):
+    def stage(self, name: str, key: str | None = None, record: dict | None = None):
+        """``name`` is what the user reads; the time is kept under ``key`` (default ``name``), in
+        :attr:`timings` and in ``record`` when given (one artifact's own stages)."""
         self.n += 1
         log.info("[%d/%d] %s ...", self.n, self.total, name)
         t = time.perf_counter()
         yield
         dt = time.perf_counter() - t
-        self.timings[name] = round(dt, 2)
+        self.timings[key or name] = round(dt, 2)
+        if record is not None:
+            record[key or name] = round(dt, 2)
         log.info("      %s done in %.1fs", name, dt)
 
 
@@ -316,6 +320,7 @@ def converter_main(build_parser, convert, argv: list[str] | None = None) -> int:
     def go() -> int:
         result = convert(args)
         manifests = result if isinstance(result, list) else [result]  # several precisions: one each
+        manifests = [m.to_dict() if hasattr(m, "to_dict") else m for m in manifests]
         failed = [m for m in manifests if m["validation"].get("passed") is False]
         for m in failed:
             v = m["validation"]

@@ -3,11 +3,12 @@
     python -m converters.executorch --int8                  # bundled default model, XNNPACK, PT2E int8
     python -m converters.executorch --precision fp32 --weights imagenet
 
-Builds the PyTorch NASNet from the genotype (the NASNet-aware edge form unless ``--no-lowering``),
-exports it with ``torch.export``, quantizes int8 with PT2E and the XNNPACK quantizer (per-channel
-weights, activations calibrated on real images), lowers with ``to_edge_transform_and_lower`` and the
-XNNPACK partitioner, reports what stays outside the delegate, validates the program through
-``executorch.runtime`` on held-out real images and writes ``<name>_xnnpack_<precision>.pte`` + manifest.
+One run of the conversion pipeline (:mod:`converters.pipeline`) with :class:`ExecuTorchBackend`: the PyTorch
+NASNet emitted from the plan of the target (the NASNet-aware edge form unless ``--no-lowering``), exported with
+``torch.export``, quantized in int8 with PT2E and the XNNPACK quantizer (per-channel weights, activations
+calibrated on real images), lowered with ``to_edge_transform_and_lower`` and the XNNPACK partitioner, validated
+through ``executorch.runtime`` on held-out real images, with what stays outside the delegate; writes
+``<name>_<backend>_<precision>.pte`` and its manifest ``<name>_<backend>_<precision>.pte.json``.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_gate,
-                               agreement_threshold, artifact_base, precisions_of,
-                               check_output_dir, command_line, compare, load_images, now_iso, package_folder,
-                               tool_versions, validation_table, write_json_atomic,
-                               interval_warning)
+from converters import pipeline
+from converters.common import ConversionError, Precision, add_common_arguments, write_json_atomic
+from converters.pipeline import Backend, Built, Converted, Job, Loaded, Reference
+from edge.artifact.manifest import (DELEGATE_TARGETS, IO, CellsManifest, Converter, Delegation, Format, PartEntry,
+                                    Quantization)
 from edge.quiet import quiet_executorch_import
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ def nasnet_xnnpack_configs() -> list:
 
 
 def _half_wrapper(model):
+    import copy
+
     import torch
 
     class Half(torch.nn.Module):
@@ -104,7 +107,9 @@ def _half_wrapper(model):
 
         def __init__(self, m):
             super().__init__()
-            self.m = m.half()
+            # a copy: .half() converts in place, and the caller's network is converted again (other
+            # precisions of one run, the parts of --cells)
+            self.m = copy.deepcopy(m).half()
 
         def forward(self, *xs):
             return self.m(*(x.half() for x in xs)).float()
@@ -499,15 +504,20 @@ def image_tuples(batch: np.ndarray):
     return [(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])),) for x in batch]
 
 
+def serialize_program(edge, path: Path) -> None:
+    """The ExecuTorch program of the lowered ``edge`` program, written to ``path``."""
+    with shared_node_provenance():  # to_executorch runs its own re-tracing passes
+        program = edge.to_executorch()
+    with open(path, "wb") as f:
+        program.write_to_file(f)
+
+
 def write_program(edge, path: Path, check=None):
     """Serialize to ``path`` through a temporary name (never a partial .pte); ``check(tmp)``, when given,
     runs on the complete temporary file before it takes the final name, and its result is returned."""
-    with shared_node_provenance():  # to_executorch runs its own re-tracing passes
-        program = edge.to_executorch()
     tmp = path.with_name("." + path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            program.write_to_file(f)
+        serialize_program(edge, tmp)
         result = check(tmp) if check is not None else None
         os.replace(tmp, path)
         return result
@@ -518,7 +528,7 @@ def write_program(edge, path: Path, check=None):
 
 def export_cells(model, precision: Precision, calibration: np.ndarray | None, backend: str, out_dir: Path,
                  progress: bool = True, only: set[str] | None = None, fp32_parts: tuple[str, ...] = (),
-                 ranges: str = "mse") -> dict:
+                 ranges: str = "mse") -> CellsManifest:
     """Every part (stem, cells, head) of ``model`` as its own ``.pte`` with its real input shapes.
 
     int8 parts are calibrated on the activations the whole float network produces at that point for the
@@ -552,15 +562,14 @@ def export_cells(model, precision: Precision, calibration: np.ndarray | None, ba
         path = cell_dir / f"{k:02d}_{name}_{backend}_{prec.value}.pte"
         write_program(edge, path)
         out = part(*example_feeds[k])
-        listing.append({"index": k, "name": name, "file": path.name, "precision": prec.value,
-                        "inputs": [list(t.shape[1:]) for t in example_feeds[k]], "layout": "NCHW",
-                        "output": list(out.shape[1:]), "macs": macs[name]["macs"], "params": macs[name]["params"],
-                        "size_bytes": path.stat().st_size, "delegation": delegation_report(edge),
-                        "export_seconds": edge._nasnet_timings})
-    manifest = {"model": model.config.name, "backend": backend, "precision": precision.value,
-                "lowered": model.lowering is not None, "plan": model.plan.describe(), "parts": listing,
-                "total_macs": sum(p["macs"] for p in listing)}
-    write_json_atomic(cell_dir / "cells.json", manifest)
+        listing.append(PartEntry(index=k, name=name, file=path.name, precision=prec.value,
+                                 inputs=[list(t.shape[1:]) for t in example_feeds[k]], layout="NCHW",
+                                 output=list(out.shape[1:]), macs=macs[name]["macs"], params=macs[name]["params"],
+                                 size_bytes=path.stat().st_size, delegation=delegation_report(edge, backend),
+                                 convert_seconds=edge._nasnet_timings))
+    manifest = CellsManifest(Format.PTE.value, Converter.EXECUTORCH.value, backend, model.config.name,
+                             precision.value, model.lowering is not None, model.plan.describe(), listing)
+    write_json_atomic(cell_dir / "cells.json", manifest.to_dict())
     return manifest
 
 
@@ -599,28 +608,44 @@ def why_not_partitioned():
             lg.propagate = prop
 
 
-def delegation_report(edge) -> dict:
-    """Delegate calls and the ops left outside any delegate in the lowered edge program."""
+def edge_op_counts(edge) -> tuple[int, collections.Counter, collections.Counter]:
+    """(delegate calls, ops inside delegates, ops outside) of a lowered edge program, ops by edge-op name.
+
+    A delegate call's ``LoweredBackendModule`` keeps the partition it replaced (``original_module``): its
+    ops are the ones delegated."""
+    def ops(gm) -> collections.Counter:
+        found: collections.Counter = collections.Counter()
+        for node in gm.graph.nodes:
+            if node.op != "call_function":
+                continue
+            name = getattr(node.target, "__name__", str(node.target))
+            if name != "getitem" and "executorch_call_delegate" not in name:
+                found[name.replace(".default", "")] += 1
+        return found
+
     gm = edge.exported_program().graph_module
-    outside: collections.Counter = collections.Counter()
-    delegates = 0
-    for node in gm.graph.nodes:
-        if node.op != "call_function":
-            continue
-        name = getattr(node.target, "__name__", str(node.target))
-        if "executorch_call_delegate" in name:
-            delegates += 1
-        elif name != "getitem":
-            outside[name.replace(".default", "")] += 1
+    calls = sum(1 for n in gm.graph.nodes if n.op == "call_function"
+                and "executorch_call_delegate" in getattr(n.target, "__name__", str(n.target)))
+    inside: collections.Counter = collections.Counter()
+    for _, m in gm.named_children():
+        original = getattr(m, "original_module", None)
+        if original is not None and hasattr(m, "backend_id"):
+            inside += ops(original.graph_module)
+    return calls, inside, ops(gm)
+
+
+def delegation_report(edge, delegate: str = "xnnpack") -> Delegation:
+    """Delegate calls, the ops inside them and the ops left outside any delegate in the lowered edge program;
+    ``detail``: the partitioner's reasons and, for XNNPACK, the node types its payloads hold."""
+    calls, inside, outside = edge_op_counts(edge)
     why = collections.Counter(getattr(edge, "_nasnet_why", None) or {})
-    report = {"partitions": delegates, "outside_ops": sum(outside.values()), "outside": dict(outside.most_common()),
-              "why_not_delegated": dict(why.most_common(20)) if outside else {}}
+    detail: dict = {"why_not_delegated": dict(why.most_common(20)) if outside else {}}
     nodes = xnnpack_node_counts(edge)
     if nodes:
         # what XNNPACK will run: 'Convert' nodes are precision changes (int8 <-> fp32) inside the delegate
-        report["xnnpack_nodes"] = dict(nodes.most_common())
-        report["xnnpack_converts"] = nodes.get("Convert", 0)
-    return report
+        detail["xnnpack_nodes"] = dict(nodes.most_common())
+        detail["xnnpack_converts"] = nodes.get("Convert", 0)
+    return Delegation.from_counts(delegate, calls, inside, outside, detail)
 
 
 def xnnpack_node_counts(edge) -> collections.Counter:
@@ -678,105 +703,119 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def convert(args: argparse.Namespace) -> dict | list[dict]:
-    """Run the export; returns the manifest (also written beside the program), or one per precision, in
-    order, when ``--precision`` names several."""
-    import torch
+class ExecuTorchBackend(Backend):
+    """ExecuTorch: the PyTorch emitter, torch.export + PT2E + lowering to a partitioner, ``executorch.runtime``."""
 
-    from edge.model.sources import load_torch_model, resolve_weights
-    from edge.model.torch_emit import build_torch_model
-    from edge.runtime.runners import ExecuTorchRunner
-    from edge.model.weights import sha256
+    converter = Converter.EXECUTORCH
+    format = Format.PTE
+    reference_description = "PyTorch eager float32 (reference network, not lowered)"
+    tool_packages = ("executorch", "torch", "torchao", "numpy")
 
-    precisions = precisions_of(args)
-    if len(precisions) > 1:  # one after the other (nothing is shared yet: each export starts from the model)
-        return [convert(argparse.Namespace(**{**vars(args), "precision": p.value})) for p in precisions]
-    precision = precisions[0]
-    threshold = agreement_threshold(args.fail_under_agreement)
-    out_dir = check_output_dir(args.output)
-    lowered = not args.no_lowering
-    partitioner_for(args.backend)  # fail fast on a missing backend
-    stages = Stages(6 if args.cells else 5)
+    def __init__(self, delegate: str = "xnnpack", fp32_parts: str = DEFAULT_FP32_PARTS,
+                 activation_ranges: str = "auto"):
+        self.delegate, self.fp32_parts, self.activation_ranges = delegate, fp32_parts, activation_ranges
+        self.float_modules: tuple[str, ...] = ()  # --fp32-parts as module names, once the network is known
 
-    with stages.stage("load weights and images"):
-        src = resolve_weights(args.weights)
-        cfg = src.config
-        float_modules = part_module_names(args.fp32_parts, len(cfg.cells())) if precision is Precision.INT8 else ()
-        pre = cfg.preprocessing
-        reference, _ = load_torch_model(source=src)
-        model = reference
-        if lowered:  # XNNPACK's float edge form: PT2E's int8 quantizer takes ReLU as it is (no relu_as_dwconv)
-            model = build_torch_model(cfg, "xnnpack_fp32")
-            model.load_keras_weights(model.plan.lower_weights(reference.keras_weights()))
-        val_dir = args.validation or package_folder("validation")
-        validation = load_images(val_dir, pre, what="validation")
-        calibration = None
-        if precision is Precision.INT8:
-            calibration = load_images(args.calibration or package_folder("calibration"), pre,
-                                      limit=args.num_calibration, what="calibration",
-                                      exclude={f.resolve() for f in validation.files})
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ExecuTorchBackend:
+        return cls(args.backend, args.fp32_parts, args.activation_ranges)
+
+    @property
+    def backend(self) -> str:
+        return self.delegate
+
+    @property
+    def target(self) -> str:
+        return DELEGATE_TARGETS.get(self.delegate, self.delegate)
+
+    def check(self, job: Job) -> None:
+        partitioner_for(self.delegate)  # fail fast on a missing backend
+
+    def check_source(self, job: Job, source) -> None:
+        if job.calibrated:
+            self.float_modules = part_module_names(self.fp32_parts, len(source.config.cells()))
+
+    def reference(self, source, images: np.ndarray) -> Reference:
+        import torch
+
+        from edge.model.sources import load_torch_model
+
+        model, _ = load_torch_model(source=source)
         with torch.inference_mode():
-            ref_logits = reference(torch.from_numpy(np.ascontiguousarray(validation.batch.transpose(0, 3, 1, 2))))
-        ref_logits = ref_logits.numpy()
+            logits = model(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))).numpy()
+        return Reference(model, model.keras_weights(), logits)
 
-    base = artifact_base(cfg, lowered, args.name)
-    artifact = out_dir / f"{base}_{args.backend}_{precision.value}.pte"
-    example = (torch.zeros(1, 3, cfg.input_size, cfg.input_size),)
+    def plan_target(self, job: Job, precision: Precision) -> str:
+        from edge.model.passes import REFERENCE, XNNPACK_FP32
 
-    with stages.stage(f"export, {'quantize, ' if precision is Precision.INT8 else ''}lower to {args.backend}"):
-        edge = export_program(model, example, precision,
-                              image_tuples(calibration.batch) if calibration is not None else None, args.backend,
-                              float_modules=float_modules, ranges=args.activation_ranges)
-        delegation = delegation_report(edge)
-    def validate(tmp: Path):
-        with stages.stage("validate on held-out images through executorch.runtime"):
-            if args.backend != "xnnpack":
-                return None
-            return compare(ref_logits, ExecuTorchRunner(tmp, threads=2).predict(validation.batch))
+        # XNNPACK's float edge form for every precision: PT2E's int8 quantizer takes ReLU as it is
+        return (XNNPACK_FP32 if job.lowered else REFERENCE).name
 
-    with stages.stage("serialize"):
-        val = write_program(edge, artifact, check=validate)
-    stages.n = stages.total
+    def build(self, job: Job, loaded: Loaded, plan, precision: Precision) -> Built:
+        from edge.model.torch_emit import emit_torch
 
-    manifest = {
-        "format": "pte", "backend": args.backend, "model": cfg.name, "precision": precision.value,
-        "lowered": lowered, "labels": src.labels, "preprocessing": pre.to_dict(),
-        "io": "float32 NCHW in, float32 logits out (apply softmax for probabilities)",
-        "artifact": artifact.name, "created": now_iso(), "command": command_line(),
-        "source": src.describe(), "config": cfg.to_dict(), "plan": model.plan.describe(),
-        "calibration": calibration.describe(args.calibration) if calibration is not None else None,
-        "quantization": {"scheme": "PT2E static, XNNPACKQuantizer symmetric, per-channel weights",
-                         "fp32_parts": [part_name(m) for m in float_modules],
-                         "activation_ranges": getattr(edge, "_nasnet_ranges", None)}
-        if precision is Precision.INT8 else None,
-        "validation": ({"reference": "PyTorch eager float32 (reference network, not lowered)", **val,
-                        "images_folder": str(args.validation) if args.validation else "package validation set"}
-                       if val else {"skipped": f"the {args.backend} delegate does not run on this machine"}),
-        "delegation": delegation, "size_bytes": artifact.stat().st_size, "sha256": sha256(artifact),
-        "tools": tool_versions("executorch", "torch", "torchao", "numpy"),
-        "stage_seconds": {**stages.timings, "export_breakdown": getattr(edge, "_nasnet_timings", {})},
-    }
-    manifest["validation"].update(agreement_gate(val, threshold))
-    if args.cells:
-        with stages.stage("per-cell export"):
-            cells = export_cells(model, precision, calibration.batch if calibration is not None else None,
-                                 args.backend, out_dir, fp32_parts=tuple(part_name(m) for m in float_modules),
-                                 ranges=(getattr(edge, "_nasnet_ranges", None) or {}).get("method",
-                                                                                         args.activation_ranges))
-        manifest["cells"] = {"folder": "cells", "manifest": "cells/cells.json", "count": len(cells["parts"]),
-                             "outside_ops": sum(c["delegation"]["outside_ops"] for c in cells["parts"])}
-    write_json_atomic(artifact.with_name(artifact.name + ".json"), manifest)
+        model = loaded.reference.model
+        weights = plan.lower_weights(loaded.reference.weights)
+        if plan.target != model.plan.target:  # else the stock graph is the reference network itself
+            model = emit_torch(plan)
+            model.load_keras_weights(weights)
+        return Built(plan, model, weights, loaded.config.preprocessing)
 
-    print()
-    if val:
-        print(validation_table([(artifact.name, val)]))
-    if val and precision.quantized and (warning := interval_warning(val)):
-        log.warning(warning)
-    print(f"\n{args.backend}: {delegation['partitions']} delegate partition(s), {delegation['outside_ops']} op(s) "
-          "outside the delegate"
-          + (f" ({', '.join(f'{k} x{v}' for k, v in delegation['outside'].items())})" if delegation['outside'] else ""))
-    print(f"wrote {artifact} ({artifact.stat().st_size / 1e6:.1f} MB) and {artifact.name}.json")
-    return manifest
+    def artifact_name(self, job: Job, base: str, precision: Precision) -> str:
+        return f"{base}_{self.delegate}_{precision.value}.pte"
+
+    def convert_label(self, precision: Precision) -> str:
+        return f"export, {'quantize, ' if precision is Precision.INT8 else ''}lower to {self.delegate}"
+
+    def convert(self, job: Job, loaded: Loaded, built: Built, precision: Precision) -> Converted:
+        import torch
+
+        size = loaded.config.input_size
+        int8 = precision is Precision.INT8
+        edge = export_program(built.model, (torch.zeros(1, 3, size, size),), precision,
+                              image_tuples(loaded.calibration.batch) if int8 else None, self.delegate,
+                              float_modules=self.float_modules if int8 else (), ranges=self.activation_ranges)
+        quantization = None
+        if int8:
+            quantization = Quantization("PT2E static, XNNPACKQuantizer symmetric, per-channel weights",
+                                        activation_ranges=getattr(edge, "_nasnet_ranges", None),
+                                        fp32_parts=[part_name(m) for m in self.float_modules])
+        return Converted(edge, IO("float", "float", "NCHW"), quantization, getattr(edge, "_nasnet_timings", {}))
+
+    def serialize(self, converted: Converted, embedded: dict, path: Path) -> None:
+        serialize_program(converted.payload, path)  # a .pte carries no manifest: it lies beside it
+
+    @property
+    def validate_label(self) -> str:
+        return "validate on held-out images through executorch.runtime"
+
+    def run(self, path: Path, images: np.ndarray) -> np.ndarray | None:
+        if self.delegate != "xnnpack":
+            return None
+        from edge.runtime.runners import ExecuTorchRunner
+
+        return ExecuTorchRunner(path, threads=2).predict(images)
+
+    def report(self, path: Path, converted: Converted, built: Built, loaded: Loaded,
+               logits: np.ndarray | None) -> tuple[Delegation, dict[str, int]]:
+        _, inside, outside = edge_op_counts(converted.payload)
+        return delegation_report(converted.payload, self.delegate), dict((inside + outside).most_common())
+
+    def export_cells(self, job: Job, loaded: Loaded, built: Built, converted: Converted, precision: Precision,
+                     folder: Path) -> CellsManifest:
+        int8 = precision is Precision.INT8
+        # the parts take the range method the whole program's 'auto' chose
+        ranges = ((converted.quantization.activation_ranges or {}) if converted.quantization else {}).get(
+            "method", self.activation_ranges)
+        return export_cells(built.model, precision, loaded.calibration.batch if int8 else None, self.delegate,
+                            folder, fp32_parts=tuple(part_name(m) for m in self.float_modules) if int8 else (),
+                            ranges=ranges)
+
+
+def convert(args: argparse.Namespace) -> dict | list[dict]:
+    """Run the export (:func:`converters.pipeline.run`); returns the manifest (also written beside the program),
+    or one per precision, in order, when ``--precision`` names several (one load and one build for all)."""
+    return pipeline.convert(args, ExecuTorchBackend.from_args(args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,10 +4,12 @@
     python -m converters.tflite --precision fp16 --weights imagenet --output out/
     python -m converters.tflite --precision fp32,fp16,dynamic  # three artifacts from one build of the model
 
-Builds the Keras NASNet from the genotype (the NASNet-aware edge form unless ``--no-lowering``), converts
-it with the TensorFlow Lite converter, embeds the manifest (labels, preprocessing) in the file, validates
-the artifact on held-out real images against the float Keras model, reports which ops XNNPACK runs and
-which fall back, and writes ``<name>_<precision>.tflite`` plus ``<name>_<precision>.tflite.json``.
+One run of the conversion pipeline (:mod:`converters.pipeline`) with :class:`LiteRTBackend`: the Keras NASNet
+emitted from the plan of the target (the NASNet-aware edge form unless ``--no-lowering``), converted with the
+TensorFlow Lite converter, the manifest's labels and preprocessing embedded in the file, validated on held-out
+real images against the float Keras model, with the ops XNNPACK runs and those it leaves to LiteRT; writes
+``<name>_<precision>.tflite`` and its manifest ``<name>_<precision>.tflite.json`` (``<name>``: the
+configuration's, ``nasnet_mobile_edge``, or ``--name``).
 """
 
 from __future__ import annotations
@@ -18,17 +20,15 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from converters.common import (ConversionError, Precision, Stages, add_common_arguments, agreement_gate,
-                               agreement_threshold, artifact_base, precisions_of,
-                               check_output_dir, command_line, compare, load_images, now_iso, package_folder,
-                               tool_versions, validation_table, write_json_atomic,
-                               interval_warning)
+from converters import pipeline
+from converters.common import ConversionError, Precision, add_common_arguments, write_json_atomic
+from converters.pipeline import Backend, Built, Converted, Job, Loaded, Reference
 from converters.quantized_input import input_grid, shift_stem_input
+from edge.artifact.manifest import IO, CellsManifest, Converter, Delegation, Format, PartEntry, Quantization
 from edge.quiet import quiet_tensorflow
 from edge.runtime.runners import TFLITE_METADATA_NAME, LiteRTRunner
 
@@ -261,7 +261,7 @@ def op_histogram(path: Path) -> dict[str, int]:
     return dict(counts.most_common())
 
 
-def delegation_report(path: Path, threads: int = 1) -> dict:
+def delegation_report(path: Path, threads: int = 1) -> Delegation:
     """How XNNPACK partitions the model: delegate partitions and the ops left on LiteRT kernels.
 
     The interpreter keeps the original nodes after a delegate replaces them; the execution plan is not
@@ -285,15 +285,14 @@ def delegation_report(path: Path, threads: int = 1) -> dict:
             n = producer[t]
             covered.add(n)
             stack.extend(int(x) for x in ops[n]["inputs"] if x >= 0)
+    inside = collections.Counter(o["op_name"] for o in original if o["index"] in covered)
     fallback = collections.Counter(o["op_name"] for o in original if o["index"] not in covered)
-    return {"delegate": "xnnpack", "partitions": len(delegates), "ops": len(original),
-            "delegated_ops": len(covered), "fallback_ops": sum(fallback.values()),
-            "fallback": dict(fallback.most_common())}
+    return Delegation.from_counts("xnnpack", len(delegates), inside, fallback)
 
 
 # ----------------------------------------------------------------------------- per-cell export
 def export_cells(plan, weights, precision: Precision, calibration: np.ndarray | None, io: str,
-                 out_dir: Path, whole_model, ranges: str = "mse") -> dict:
+                 out_dir: Path, whole_model, ranges: str = "mse", backend: str = "xnnpack") -> CellsManifest:
     """Every part (stem, cells, head) as its own ``.tflite`` with its real input shapes.
 
     int8 parts are calibrated on the activations the whole float network produces at that point for
@@ -328,18 +327,171 @@ def export_cells(plan, weights, precision: Precision, calibration: np.ndarray | 
         tmp = path.with_name("." + path.name + ".tmp")
         tmp.write_bytes(flat)
         os.replace(tmp, path)
-        listing.append({"index": k, "name": name, "file": path.name,
-                        "inputs": [list(t.shape[1:]) for t in model.inputs],
-                        "output": list(model.outputs[0].shape[1:]), "macs": macs[name]["macs"],
-                        "params": macs[name]["params"], "size_bytes": path.stat().st_size,
-                        "delegation": delegation_report(path)})
-    manifest = {"model": cfg.name, "precision": precision.value, "lowered": plan.target != "reference",
-                "plan": plan.describe(), "parts": listing, "total_macs": sum(p["macs"] for p in listing)}
-    write_json_atomic(cell_dir / "cells.json", manifest)
+        listing.append(PartEntry(index=k, name=name, file=path.name, precision=precision.value,
+                                 inputs=[list(t.shape[1:]) for t in model.inputs], layout="NHWC",
+                                 output=list(model.outputs[0].shape[1:]), macs=macs[name]["macs"],
+                                 params=macs[name]["params"], size_bytes=path.stat().st_size,
+                                 delegation=delegation_report(path)))
+    manifest = CellsManifest(Format.TFLITE.value, Converter.LITERT.value, backend, cfg.name, precision.value,
+                             plan.target != "reference", plan.describe(), listing)
+    write_json_atomic(cell_dir / "cells.json", manifest.to_dict())
     return manifest
 
 
-# ----------------------------------------------------------------------------- the job
+# ----------------------------------------------------------------------------- the backend
+class LiteRTBackend(Backend):
+    """LiteRT: the Keras emitter, the TFLite converter, the LiteRT interpreter, XNNPACK's partitions."""
+
+    converter = Converter.LITERT
+    format = Format.TFLITE
+    reference_description = "Keras float32 model (reference network, not lowered)"
+    tool_packages = ("tensorflow-cpu", "ai-edge-litert", "keras", "torch", "numpy")
+
+    def __init__(self, io: str = "float", activation_ranges: str = "auto", target: str = "cpu", gpu_images: int = 8):
+        self.io, self.activation_ranges, self.device, self.gpu_images = io, activation_ranges, target, gpu_images
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> LiteRTBackend:
+        return cls(args.io, args.activation_ranges, getattr(args, "target", "cpu"), getattr(args, "gpu_images", 8))
+
+    @property
+    def gpu(self) -> bool:
+        return self.device == "gpu"
+
+    @property
+    def backend(self) -> str:
+        return "gpu" if self.gpu else "xnnpack"
+
+    @property
+    def target(self) -> str:
+        return self.device
+
+    def check(self, job: Job) -> None:
+        if self.gpu and not job.lowered:
+            raise ConversionError("--target gpu is a form of the edge form; the stock graph runs on LiteRT's GPU as "
+                                  "it is (docs/gpu.md): drop --target gpu or --no-lowering")
+        for precision in job.precisions:
+            if self.gpu and precision not in (Precision.FP32, Precision.FP16):
+                raise ConversionError(f"--target gpu takes --precision fp32 or fp16, not {precision.value} (the GPU "
+                                      "computes in float)")
+        quiet_tensorflow()
+        from edge.runtime.runners import _litert
+
+        _litert()  # import LiteRT now: a Ctrl-C inside its import later would read as "no LiteRT runtime"
+
+    def reference(self, source, images: np.ndarray) -> Reference:
+        from edge.model.keras_emit import build_keras_model, load_keras_weights
+        from edge.model.sources import reference_weights
+        from edge.quiet import import_tensorflow
+
+        weights = reference_weights(source)
+        import_tensorflow()
+        model = build_keras_model(source.config, classifier_activation=None)
+        load_keras_weights(model, weights)
+        return Reference(model, weights, np.asarray(model.predict(images, verbose=0, batch_size=16)))
+
+    def plan_target(self, job: Job, precision: Precision) -> str:
+        from edge.model.passes import GPU, REFERENCE, XNNPACK_FP32, XNNPACK_INT8
+
+        if not job.lowered:
+            return REFERENCE.name
+        return (GPU if self.gpu else XNNPACK_INT8 if precision is Precision.INT8 else XNNPACK_FP32).name
+
+    def form_key(self, job: Job, precision: Precision):
+        # int8 has its own form (its target, its stem shifted to the input grid); the float precisions share one
+        return self.plan_target(job, precision), precision is Precision.INT8
+
+    def build_label(self, job: Job, precision: Precision) -> str:
+        return (f"build Keras model ({'edge form' if job.lowered else 'stock graph'}"
+                f"{', int8' if precision is Precision.INT8 else ''})")
+
+    def build(self, job: Job, loaded: Loaded, plan, precision: Precision) -> Built:
+        from edge.model.keras_emit import emit_keras, load_keras_weights
+
+        grid = input_grid(loaded.config.preprocessing) if precision is Precision.INT8 else None
+        model, weights = loaded.reference.model, plan.lower_weights(loaded.reference.weights)
+        if grid is not None:  # int8: the quantized input holds the pixels exactly (converters/quantized_input.py)
+            weights = shift_stem_input(weights, grid.delta)
+        if job.lowered or grid is not None:  # else the stock float graph is the reference itself
+            model = emit_keras(plan, classifier_activation=None)
+            load_keras_weights(model, weights)
+        # the float form is converted once per float precision: its SavedModel is written once (KerasExport)
+        export = KerasExport(model) if grid is None else None
+        return Built(plan, model, weights, grid.preprocessing if grid else loaded.config.preprocessing,
+                     input_shift=grid.delta if grid else 0.0, extra={"grid": grid, "export": export})
+
+    def artifact_name(self, job: Job, base: str, precision: Precision) -> str:
+        return f"{base}{'_gpu' if self.gpu and not job.name else ''}_{precision.value}.tflite"
+
+    def convert(self, job: Job, loaded: Loaded, built: Built, precision: Precision) -> Converted:
+        grid = built.extra["grid"]
+        calibration = None
+        if precision is Precision.INT8:  # on the artifact's input grid, as validation
+            calibration = loaded.calibration.batch + np.float32(built.input_shift)
+        ranges: dict = {}
+        flat = convert_keras(built.model, precision, calibration, self.io, ranges=self.activation_ranges,
+                             report=ranges, input_range=grid.range if grid is not None else None,
+                             export=built.extra["export"])
+        io = self.io if precision is Precision.INT8 else "float"
+        quantization = None
+        if precision is Precision.INT8:
+            quantization = Quantization(
+                "TFLite full-integer post-training: per-channel int8 weights, int8 activations calibrated on real "
+                "images", activation_ranges=ranges,
+                input_grid={"zero_point_uint8": grid.zero_point_uint8, "range": list(grid.range),
+                            "delta_folded_into_stem": grid.delta, "doc": "converters/quantized_input.py"})
+        elif precision is Precision.DYNAMIC:
+            quantization = Quantization("TFLite dynamic range: int8 weights, float activations")
+        return Converted(flat, IO(io, io, "NHWC"), quantization)
+
+    def about(self, loaded: Loaded, precision: Precision, lowered: bool, io: IO) -> dict:
+        from edge.artifact.tflite_metadata import model_about
+
+        src = loaded.source
+        return model_about(src.kind, src.meta, src.config.name, src.labels, precision.value, lowered, io.input,
+                           src.describe().get("sha256"))
+
+    def serialize(self, converted: Converted, embedded: dict, path: Path) -> None:
+        path.write_bytes(embed_metadata(converted.payload, embedded, embedded["labels"]))
+
+    def run(self, path: Path, images: np.ndarray) -> np.ndarray:
+        return LiteRTRunner(path, threads=2).predict(images)
+
+    def report(self, path: Path, converted: Converted, built: Built, loaded: Loaded,
+               logits: np.ndarray | None) -> tuple[Delegation, dict[str, int]]:
+        delegation = delegation_report(path)
+        if self.gpu:
+            from converters.gpu import gpu_report
+
+            n = max(0, self.gpu_images)
+            gpu = gpu_report(path, loaded.validation.batch[:n], logits[:n])
+            if gpu["pad_pool_pairs"]:
+                raise ConversionError(f"the GPU form still has {gpu['pad_pool_pairs']} PAD -> pool pair(s); "
+                                      "this is a bug in the GPU lowering")
+            delegation.detail["gpu"] = gpu
+        return delegation, op_histogram(path)
+
+    def summary_lines(self, manifest) -> list[str]:
+        gpu = manifest.delegation.detail.get("gpu")
+        if gpu is None:
+            return []
+        from converters.gpu import summary_line
+
+        return [summary_line(gpu)]
+
+    def export_cells(self, job: Job, loaded: Loaded, built: Built, converted: Converted, precision: Precision,
+                     folder: Path) -> CellsManifest:
+        calibration = None
+        if precision is Precision.INT8:
+            calibration = loaded.calibration.batch + np.float32(built.input_shift)
+        # the parts take the range method the whole model's 'auto' chose
+        ranges = ((converted.quantization.activation_ranges or {}) if converted.quantization else {}).get(
+            "method", self.activation_ranges)
+        return export_cells(built.plan, built.weights, precision, calibration, self.io, folder, built.model,
+                            ranges=ranges, backend=self.backend)
+
+
+# ----------------------------------------------------------------------------- the command
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m converters.tflite", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -363,225 +515,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+
+
 def convert(args: argparse.Namespace) -> dict | list[dict]:
-    """Run the conversion; returns the manifest (also written beside the artifact), or one manifest per
-    precision, in order, when ``--precision`` names several (``fp32,fp16,dynamic``).
+    """Run the conversion (:func:`converters.pipeline.run`); returns the manifest (also written beside the
+    artifact), or one manifest per precision, in order, when ``--precision`` names several
+    (``fp32,fp16,dynamic``).
 
     Several precisions share what does not depend on the precision: the weights, the images, the Keras
     reference and its predictions, and for the float ones (fp32, fp16, dynamic) the edge-form Keras model
     and its SavedModel (:class:`KerasExport`), so each artifact after the first costs its conversion and
     validation only. Each artifact is the same file a run with that precision alone writes.
     """
-    from edge.quiet import import_tensorflow
-
-    quiet_tensorflow()
-    from edge.runtime.runners import _litert
-
-    _litert()  # import LiteRT now: a Ctrl-C inside its import later would read as "no LiteRT runtime"
-    from edge.model.sources import reference_weights, resolve_weights
-
-    precisions = precisions_of(args)
-    threshold = agreement_threshold(args.fail_under_agreement)
-    out_dir = check_output_dir(args.output)
-    lowered = not args.no_lowering
-    gpu_target = getattr(args, "target", "cpu") == "gpu"
-    if gpu_target and not lowered:
-        raise ConversionError("--target gpu is a form of the edge form; the stock graph runs on LiteRT's GPU as it "
-                              "is (docs/gpu.md): drop --target gpu or --no-lowering")
-    for precision in precisions:
-        if gpu_target and precision not in (Precision.FP32, Precision.FP16):
-            raise ConversionError(f"--target gpu takes --precision fp32 or fp16, not {precision.value} (the GPU "
-                                  "computes in float)")
-    # load, reference; then per precision: build (int8 or the first float one), convert, validate, delegation
-    builds = int(Precision.INT8 in precisions) + int(any(p is not Precision.INT8 for p in precisions))
-    stages = Stages(2 + builds + len(precisions) * (3 + gpu_target + bool(args.cells)))
-
-    with stages.stage("load weights"):
-        src = resolve_weights(args.weights)
-        cfg = src.config
-        pre = cfg.preprocessing
-        weights = reference_weights(src)
-        calib_dir = args.calibration or package_folder("calibration")
-        val_dir = args.validation or package_folder("validation")
-        validation = load_images(val_dir, pre, what="validation")
-        calibration = None
-        if Precision.INT8 in precisions:
-            calibration = load_images(calib_dir, pre, limit=args.num_calibration, what="calibration",
-                                      exclude={f.resolve() for f in validation.files})
-
-    from edge.model.keras_emit import build_keras_model, load_keras_weights
-
-    with stages.stage("build the Keras reference and predict the validation images"):
-        import_tensorflow()
-        reference = build_keras_model(cfg, classifier_activation=None)
-        load_keras_weights(reference, weights)
-        ref_logits = np.asarray(reference.predict(validation.batch, verbose=0, batch_size=16))
-
-    shared = _Shared(args, src, cfg, weights, reference, ref_logits, validation, calibration, lowered, gpu_target,
-                     out_dir, threshold, stages)
-    try:
-        manifests = [_convert_one(shared, precision) for precision in precisions]
-    finally:
-        for _, _, _, export in shared.forms.values():
-            if export is not None:
-                export.close()
-
-    print()
-    print(validation_table([(m["artifact"], m["validation"]) for m in manifests]))
-    for m in manifests:
-        val, delegation = m["validation"], m["delegation"]
-        if Precision(m["precision"]).quantized and (warning := interval_warning(val)):
-            log.warning(warning)
-        print(f"\nXNNPACK ({m['artifact']}): {delegation['partitions']} partition(s), {delegation['delegated_ops']}/"
-              f"{delegation['ops']} ops delegated, {delegation['fallback_ops']} on LiteRT kernels"
-              + (f" ({', '.join(f'{k} x{v}' for k, v in delegation['fallback'].items())})"
-                 if delegation['fallback'] else ""))
-        if m.get("delegation_gpu"):
-            from converters.gpu import summary_line
-
-            print(summary_line(m["delegation_gpu"]))
-        print(f"wrote {out_dir / m['artifact']} ({m['size_bytes'] / 1e6:.1f} MB) and {m['artifact']}.json")
-    return manifests[0] if len(manifests) == 1 else manifests
-
-
-@dataclass
-class _Shared:
-    """What every precision of one ``convert`` run reads: the source, the images, the Keras reference."""
-    args: argparse.Namespace
-    src: object
-    cfg: object
-    weights: dict
-    reference: object
-    ref_logits: np.ndarray
-    validation: object
-    calibration: object
-    lowered: bool
-    gpu_target: bool
-    out_dir: Path
-    threshold: float | None
-    stages: Stages
-    # "int8" | "float" -> (Keras model, its weights, its plan, its KerasExport or None)
-    forms: dict = field(default_factory=dict)
-
-
-def _form(shared: _Shared, precision: Precision):
-    """(model, weights, plan, export) that ``precision`` converts, built once per form: int8 has its own
-    (the int8 edge form, its stem shifted to the input grid); the float precisions share one."""
-    key = "int8" if precision is Precision.INT8 else "float"
-    if key in shared.forms:
-        return shared.forms[key]
-    from edge.model.keras_emit import emit_keras, load_keras_weights
-    from edge.model.passes import GPU, REFERENCE, XNNPACK_FP32, XNNPACK_INT8, build_plan
-
-    cfg, weights = shared.cfg, shared.weights
-    grid = input_grid(cfg.preprocessing) if precision is Precision.INT8 else None
-    if not shared.lowered:
-        target = REFERENCE
-    else:
-        target = GPU if shared.gpu_target else XNNPACK_INT8 if precision is Precision.INT8 else XNNPACK_FP32
-    with shared.stages.stage(f"build Keras model ({'edge form' if shared.lowered else 'stock graph'}"
-                             f"{', int8' if grid is not None else ''})"):
-        plan = build_plan(cfg, target)
-        model, model_weights = shared.reference, plan.lower_weights(weights)
-        if grid is not None:  # int8: the quantized input holds the pixels exactly (converters/quantized_input.py)
-            model_weights = shift_stem_input(model_weights, grid.delta)
-        if shared.lowered or grid is not None:
-            model = emit_keras(plan, classifier_activation=None)
-            load_keras_weights(model, model_weights)
-    # the float form is converted once per float precision: export its SavedModel once
-    export = KerasExport(model) if key == "float" else None
-    shared.forms[key] = (model, model_weights, plan, export)
-    return shared.forms[key]
-
-
-def _convert_one(shared: _Shared, precision: Precision) -> dict:
-    args, cfg, src, stages = shared.args, shared.cfg, shared.src, shared.stages
-    timings_before = set(stages.timings)
-    pre, lowered, gpu_target, validation = cfg.preprocessing, shared.lowered, shared.gpu_target, shared.validation
-    model, model_weights, plan, export = _form(shared, precision)
-    # int8: the quantized input holds the pixels exactly (converters/quantized_input.py)
-    grid = input_grid(pre) if precision is Precision.INT8 else None
-    calibration = shared.calibration if precision is Precision.INT8 else None
-
-    name = artifact_base(cfg, lowered, args.name)
-    if gpu_target and not args.name:
-        name += "_gpu"
-    artifact = shared.out_dir / f"{name}_{precision.value}.tflite"
-    # what the artifact takes: the same images on its input grid (x + delta), for calibration and validation
-    shift = np.float32(grid.delta) if grid is not None else np.float32(0)
-    calib_batch = calibration.batch + shift if calibration is not None else None
-
-    with stages.stage(f"convert to {precision.value}" + (" (calibrating)" if calibration is not None else "")):
-        ranges_report: dict = {}
-        flat = convert_keras(model, precision, calib_batch, args.io, ranges=args.activation_ranges,
-                             report=ranges_report, input_range=grid.range if grid is not None else None,
-                             export=export)
-
-    embedded = {"format": "tflite", "model": cfg.name, "precision": precision.value, "lowered": lowered,
-                "labels": src.labels, "preprocessing": (grid.preprocessing if grid else pre).to_dict(),
-                "io": args.io if precision is Precision.INT8
-                else "float", "output": "logits (apply softmax for probabilities)",
-                "target": "gpu" if gpu_target else "cpu"}
-    from edge.artifact.tflite_metadata import model_about
-
-    embedded["about"] = model_about(src.kind, src.meta, cfg.name, src.labels, precision.value, lowered,
-                                    embedded["io"], src.describe().get("sha256"))
-    tmp = artifact.with_name("." + artifact.name + ".tmp")
-    try:
-        tmp.write_bytes(embed_metadata(flat, embedded, src.labels))
-        with stages.stage(f"validate {precision.value} on held-out images"):
-            runner = LiteRTRunner(tmp, threads=2)
-            logits = runner.predict(validation.batch + shift)
-            val = compare(shared.ref_logits, logits)
-        with stages.stage(f"delegation report ({precision.value})"):
-            delegation = delegation_report(tmp)
-            histogram = op_histogram(tmp)
-        gpu = None
-        if gpu_target:
-            from converters.gpu import gpu_report
-
-            with stages.stage(f"GPU delegation report ({precision.value})"):
-                n = max(0, args.gpu_images)
-                gpu = gpu_report(tmp, validation.batch[:n], logits[:n])
-                if gpu["pad_pool_pairs"]:
-                    raise ConversionError(f"the GPU form still has {gpu['pad_pool_pairs']} PAD -> pool pair(s); "
-                                          "this is a bug in the GPU lowering")
-        os.replace(tmp, artifact)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-    from edge.model.weights import sha256
-
-    manifest = {
-        **embedded,
-        "artifact": artifact.name, "created": now_iso(), "command": command_line(),
-        "source": src.describe(), "config": cfg.to_dict(), "plan": plan.describe(),
-        "calibration": ({**calibration.describe(args.calibration), "activation_ranges": ranges_report}
-                        if calibration is not None else None),
-        "validation": {"reference": "Keras float32 model (reference network, not lowered)", **val,
-                       "images_folder": str(args.validation) if args.validation else "package validation set",
-                       "unreadable_skipped": len(validation.skipped)},
-        "input_grid": ({"zero_point_uint8": grid.zero_point_uint8, "range": list(grid.range),
-                        "delta_folded_into_stem": grid.delta, "doc": "converters/quantized_input.py"}
-                       if grid is not None else None),
-        "delegation": delegation, "op_histogram": histogram,
-        **({"delegation_gpu": gpu} if gpu is not None else {}),
-        "size_bytes": artifact.stat().st_size, "sha256": sha256(artifact),
-        "tools": tool_versions("tensorflow-cpu", "ai-edge-litert", "keras", "torch", "numpy"),
-        # the run's shared stages (load, reference), then this artifact's own (with the form's build if it was
-        # built for it)
-        "stage_seconds": {**{k: stages.timings[k] for k in list(stages.timings)[:2]},
-                          **{k: v for k, v in stages.timings.items() if k not in timings_before}},
-    }
-    manifest["validation"].update(agreement_gate(val, shared.threshold))
-    if args.cells:
-        with stages.stage(f"per-cell export ({precision.value})"):
-            cells = export_cells(plan, model_weights, precision, calib_batch, args.io, shared.out_dir, model,
-                                 ranges=ranges_report.get("method", args.activation_ranges))
-        manifest["cells"] = {"folder": "cells", "manifest": "cells/cells.json", "count": len(cells["parts"])}
-    write_json_atomic(artifact.with_name(artifact.name + ".json"), manifest)
-    return manifest
+    return pipeline.convert(args, LiteRTBackend.from_args(args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -228,12 +228,10 @@ def _job_args(out: Path, name: str) -> list[str]:
     args = [a.replace("{small_network_weights}", str(out / SMALL_WEIGHTS)) for a in args]
     for k, a in enumerate(args):
         if a.startswith("{ranges_of:"):  # read when this job starts: that job, earlier in the chain, has finished
-            import json
-
             earlier = a[len("{ranges_of:"):-1]
-            found = sorted(_job_output(out, earlier).glob("*_int8.tflite.json"))
+            found = artifact_manifests(_job_output(out, earlier), precision="int8")
             assert found, f"the manifest of {earlier} is missing: it runs before {name}"
-            args[k] = json.loads(found[0].read_text())["calibration"]["activation_ranges"]["method"]
+            args[k] = found[0]["quantization"]["activation_ranges"]["method"]
     return ["--output", str(_job_output(out, name)), *args]
 
 
@@ -280,8 +278,6 @@ def _run_chain(names: list[str], out: Path) -> None:
 def background_manifest(name: str, precision: str | None = None) -> dict:
     """The manifest of the background job ``name`` (started at collection), waiting for it; ``_path`` is
     the artifact's path. ``precision`` picks one artifact of a job that makes several."""
-    import json
-
     import tempfile
 
     out = _JOBS_DIR[0] if _JOBS_DIR else Path(tempfile.mkdtemp(prefix="nasnet_jobs_"))
@@ -301,14 +297,39 @@ def background_manifest(name: str, precision: str | None = None) -> dict:
         assert _job_rc[name] == 0, (f"python -m {_JOBS[name][0]} {' '.join(_job_args(out, name))} failed "
                                     f"({_job_rc[name]}):\n{log[-3000:]}")
     folder = _job_output(out, name)
-    if _JOBS[name][0] == "converters.executorch":
-        pattern = f"*_{name.removeprefix('pte_')}.pte.json"
-    else:
-        pattern = f"*_{precision}.tflite.json" if precision else "*.tflite.json"
-    found = sorted(folder.glob(pattern))
-    assert len(found) == 1, (name, found)
-    manifest = json.loads(found[0].read_text())
-    return {**manifest, "_path": str(folder / manifest["artifact"])}
+    module = _JOBS[name][0]
+    if module == "converters.executorch":  # the ExecuTorch jobs share a folder: one job, one precision
+        precision = name.removeprefix("pte_")
+    fmt = "pte" if module == "converters.executorch" else "tflite"
+    found = [m for m in artifact_manifests(folder, precision) if m["format"] == fmt]
+    assert len(found) == 1, (name, [m["artifact"] for m in found])
+    return {**found[0], "_path": str(folder / found[0]["artifact"])}
+
+
+def artifact_manifests(folder: Path, precision: str | None = None) -> list[dict]:
+    """The artifact manifests in ``folder`` (of ``precision`` when given), read from the manifests themselves:
+    no fact is taken from a file name."""
+    import json
+
+    from edge.artifact.manifest import SCHEMA
+
+    found = []
+    for f in sorted(folder.glob("*.json")):
+        try:
+            m = json.loads(f.read_text())
+        except ValueError:
+            continue
+        if isinstance(m, dict) and m.get("schema") == SCHEMA and (precision is None or m["precision"] == precision):
+            found.append(m)
+    return found
+
+
+def cell_part(cells: Path, name: str) -> Path:
+    """The file of part ``name`` (``stem``, ``head``, ...) of a ``--cells`` export, from its cells.json."""
+    import json
+
+    (part,) = [p for p in json.loads((cells / "cells.json").read_text())["parts"] if p["name"] == name]
+    return cells / part["file"]
 
 
 # Fixtures that convert, export or build a real NASNet-Mobile (minutes, or tens of seconds): a test that uses one

@@ -518,7 +518,7 @@ def test_records_of_local_ssh_and_adb_round_trip_through_json():
     gpu = case_record(Case(str(SHIPPED_INT8), "litert", "gpu", 1, times=TIMES_A, gpu_precision="fp16", meta=gpu_meta))
     d = _round_trip(gpu)
     assert d["delegate"] == "gpu" and d["gpu_precision"] == "fp16" and gpu.delegate_label == "gpu/fp16"
-    assert "partitions" not in d and d["fallback_ops"] == "some (not fully accelerated)"  # not XNNPACK's figures
+    assert "partitions" not in d and d["ops_outside"] == "some (not fully accelerated)"  # not XNNPACK's figures
     assert d["label"] == gpu_meta["label"] and d["gpu_not_supported"] == gpu_meta["gpu_not_supported"]
     assert ssh.emulated is True and ssh.device == "ssh://pi@board:22"
     assert adb.load_ms == pytest.approx(4.128) and adb.first_ms == pytest.approx(TIMES_A[0] + 0.7)

@@ -150,7 +150,10 @@ def board_models(tmp_path_factory):
     out = tmp_path_factory.mktemp("board_models")
     r = run_module("converters.tflite", "--precision", "fp32", "--output", out)
     assert r.returncode == 0, r.stderr[-3000:]
-    (fp32,) = out.glob("*_fp32.tflite")
+    from conftest import artifact_manifests
+
+    (m,) = artifact_manifests(out, "fp32")  # the file the manifest names, not a guess from file names
+    fp32 = out / m["artifact"]
     import torch
 
     from conftest import small_nasnet

@@ -12,16 +12,17 @@ from edge.model.verify import sample_images_dir
 
 def test_fp32_program_is_fully_delegated_and_matches_eager(pte_fp32, pte_dir):
     assert pte_fp32["artifact"] == "nasnet_mobile_edge_xnnpack_fp32.pte"
-    assert pte_fp32["delegation"]["outside_ops"] == 0, pte_fp32["delegation"]
+    assert pte_fp32["delegation"]["ops_outside"] == 0, pte_fp32["delegation"]
     v = pte_fp32["validation"]
     assert v["max_abs_prob_diff"] <= 1e-4 and v["top1_agreement"] == 1.0
 
 
 def test_int8_program_loads_runs_and_agrees_with_fp32(pte_int8, pte_fp32, pte_dir):
     """The stock flow fails to load (StaticConstantPad); ours loads, is fully delegated and agrees."""
-    assert pte_int8["delegation"]["outside_ops"] == 0, pte_int8["delegation"]
+    assert pte_int8["delegation"]["ops_outside"] == 0, pte_int8["delegation"]
     # all int8 inside XNNPACK: the only converts are the program's input and output (no fp32 islands)
-    assert pte_int8["delegation"]["xnnpack_converts"] == 2, pte_int8["delegation"]["xnnpack_nodes"]
+    detail = pte_int8["delegation"]["detail"]
+    assert detail["xnnpack_converts"] == 2, detail["xnnpack_nodes"]
     assert pte_int8["quantization"]["fp32_parts"] == []
     assert pte_int8["validation"]["top1_agreement"] >= 0.9
     samples = list_images(sample_images_dir())
@@ -92,8 +93,8 @@ def test_int8_pads_lower_as_int8_xnnpack_pads_not_fp32_islands():
         return cx.delegation_report(edge)
 
     ours = lower()
-    assert ours["partitions"] == 1 and ours["xnnpack_nodes"]["StaticConstantPad"] == 1, ours
-    assert ours["xnnpack_converts"] == 2, ours  # the program's input and output only
+    assert ours.partitions == 1 and ours.detail["xnnpack_nodes"]["StaticConstantPad"] == 1, ours
+    assert ours.detail["xnnpack_converts"] == 2, ours  # the program's input and output only
     original = cx.partitioner_for
     try:
         cx.partitioner_for = lambda backend: XnnpackPartitioner(configs=ALL_PARTITIONER_CONFIGS)
@@ -101,7 +102,7 @@ def test_int8_pads_lower_as_int8_xnnpack_pads_not_fp32_islands():
     finally:
         cx.partitioner_for = original
     # if this fails, upstream takes int8 pads now: nasnet_xnnpack_configs() can go
-    assert stock["xnnpack_converts"] == 4, stock
+    assert stock.detail["xnnpack_converts"] == 4, stock
 
 
 def test_corrupt_pte_gives_a_clear_error(tmp_path):
@@ -128,7 +129,7 @@ def probed_together(paths, monkeypatch) -> None:
     import subprocess
     import sys
 
-    from edge import runtime
+    from edge.runtime import runners  # where ExecuTorchRunner looks the probe up
 
     script = ("import sys\nfrom executorch.runtime import Runtime\n"
               "for p in sys.argv[1:]:\n    Runtime.get().load_program(p).load_method('forward')\n")
@@ -137,8 +138,8 @@ def probed_together(paths, monkeypatch) -> None:
     if r.returncode != 0:
         return
     probed = {str(p) for p in paths}
-    probe = runtime.probe_in_subprocess
-    monkeypatch.setattr(runtime, "probe_in_subprocess",
+    probe = runners.probe_in_subprocess
+    monkeypatch.setattr(runners, "probe_in_subprocess",
                         lambda path, *a, **k: None if str(path) in probed else probe(path, *a, **k))
 
 
@@ -164,23 +165,23 @@ def test_per_cell_programs_are_delegated_and_reproduce_the_network(tmp_path, mon
     assert torch.allclose(expected[-1], model(x), atol=1e-5)
 
     listing = export_cells(model, Precision.FP32, None, "xnnpack", tmp_path / "fp32", progress=False)
-    names = [p["name"] for p in listing["parts"]]
+    names = [p.name for p in listing.parts]
     assert names[0] == "stem" and names[-1] == "head" and len(names) == len(cfg.cells()) + 2
-    assert listing["parts"][2]["inputs"] == [list(feeds[2][0].shape[1:]), list(feeds[2][1].shape[1:])]
-    assert listing["total_macs"] > 0 and all(p["macs"] > 0 for p in listing["parts"])
+    assert listing.parts[2].inputs == [list(feeds[2][0].shape[1:]), list(feeds[2][1].shape[1:])]
+    assert listing.total_macs > 0 and all(p.macs > 0 for p in listing.parts)
     listing8 = export_cells(model, Precision.INT8, images, "xnnpack", tmp_path / "int8", progress=False,
                             only={names[2]})
-    (part8,) = listing8["parts"]
-    files = [tmp_path / "fp32" / "cells" / p["file"] for p in listing["parts"]]
-    probed_together([*files, tmp_path / "int8" / "cells" / part8["file"]], monkeypatch)
+    (part8,) = listing8.parts
+    files = [tmp_path / "fp32" / "cells" / p.file for p in listing.parts]
+    probed_together([*files, tmp_path / "int8" / "cells" / part8.file], monkeypatch)
 
-    for part, path, f, want in zip(listing["parts"], files, feeds, expected):
-        assert part["delegation"]["partitions"] == 1 and part["delegation"]["outside_ops"] == 0, part
+    for part, path, f, want in zip(listing.parts, files, feeds, expected):
+        assert part.delegation.partitions == 1 and part.delegation.ops_outside == 0, part
         got = ExecuTorchRunner(path).execute(*f)[0]
-        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-4, rtol=1e-4), part["name"]
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-4, rtol=1e-4), part.name
 
-    assert part8["index"] == 2 and part8["delegation"]["outside_ops"] == 0, part8
-    got = ExecuTorchRunner(tmp_path / "int8" / "cells" / part8["file"]).execute(*feeds[2])[0]
+    assert part8.index == 2 and part8.delegation.ops_outside == 0, part8
+    got = ExecuTorchRunner(tmp_path / "int8" / "cells" / part8.file).execute(*feeds[2])[0]
     sqnr = 10 * torch.log10(expected[2].pow(2).sum() / (expected[2] - got).pow(2).sum())
     assert sqnr > 15, float(sqnr)
 
@@ -227,7 +228,7 @@ def test_fp32_parts_stay_float_inside_the_single_delegate_partition(tmp_path):
     from converters.executorch import delegation_report
 
     report = delegation_report(edge)
-    assert report["partitions"] == 1 and report["outside_ops"] == 0, report
+    assert report.partitions == 1 and report.ops_outside == 0, report
     write_program(edge, tmp_path / "mixed.pte")
     got = ExecuTorchRunner(tmp_path / "mixed.pte").execute(x)[0]
     with torch.no_grad():
@@ -240,8 +241,8 @@ def test_fp32_parts_stay_float_inside_the_single_delegate_partition(tmp_path):
 
     listing = export_cells(model, Precision.INT8, images, "xnnpack", tmp_path / "cells", progress=False,
                            only={"stem"}, fp32_parts=("stem", "cell_00"))
-    assert [(p["name"], p["precision"]) for p in listing["parts"]] == [("stem", "fp32")]
-    assert listing["parts"][0]["file"].endswith("_fp32.pte")
+    assert [(p.name, p.precision) for p in listing.parts] == [("stem", "fp32")]
+    assert listing.parts[0].delegation.detail["xnnpack_converts"] == 0  # the program itself is float
 
 
 def tiny_cnn():

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from benchmarks.clients import MEDIAPIPE_VERSION, compare_clients, mediapipe_classify, mediapipe_python
-from conftest import REPO, assert_one_line_error, run_module
+from conftest import REPO, assert_one_line_error, cell_part, run_module
 from converters.common import package_folder
 from edge.preprocessing import center_crop_box, list_images, load_rgb
 
@@ -112,7 +112,7 @@ def test_image_classifier_applies_the_normalization_exactly(which, mp_python, tf
 def test_clients_cli_one_line_errors(mp_python, small_tflite_cells, tmp_path):
     assert_one_line_error(run_module("benchmarks.clients", "--model", tmp_path / "missing.tflite"))
     # an int8-input model (--io int8, here a per-cell part): MediaPipe's own refusal, as the issue saw it
-    head = next(small_tflite_cells.glob("*_head_int8.tflite"))
+    head = cell_part(small_tflite_cells, "head")
     r = run_module("benchmarks.clients", "--model", head, "--data", package_folder("samples"), "--limit", "2")
     assert_one_line_error(r)
     assert "MediaPipe ImageClassifier refused" in r.stderr and "INT8" in r.stderr

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_module, small_nasnet
+from conftest import assert_one_line_error, cell_part, run_module, small_nasnet
 from converters.common import ConversionError
 from converters.quantized_input import input_grid, shift_stem_input
 from edge.model.config import Preprocessing
@@ -80,15 +80,15 @@ def test_artifacts_carry_standard_metadata_that_reads_back(which, tflite_int8, t
 def test_default_int8_artifact_takes_float_and_computes_on_the_exact_pixels(tflite_int8, tflite_dir):
     """--io float (the default): the graph quantizes its input to exactly pixel - 128, no half steps."""
     path = tflite_dir / tflite_int8["artifact"]
-    assert tflite_int8["io"] == "float"
+    assert tflite_int8["io"]["input"] == "float"
     kind, scale, zp = graph_input_quantization(path)
     assert kind == "float32" and scale == pytest.approx(1 / 127.5, rel=1e-6) and zp == 0
     pre = Preprocessing.from_dict(tflite_int8["preprocessing"])
     p = np.arange(256, dtype=np.float32)
     q = (p * np.float32(pre.scale) + np.float32(pre.offset)) / np.float32(scale) + zp
     assert np.abs(q - (p - 128)).max() < 1e-3  # every pixel value lands on a level, never halfway
-    assert tflite_int8["input_grid"]["zero_point_uint8"] == 128
-    assert tflite_int8["calibration"]["activation_ranges"]["input_range"] == pytest.approx([-128 / 127.5, 127 / 127.5])
+    assert tflite_int8["quantization"]["input_grid"]["zero_point_uint8"] == 128
+    assert tflite_int8["quantization"]["activation_ranges"]["input_range"] == pytest.approx([-128 / 127.5, 127 / 127.5])
     # and the int8 graph still matches the float model as before (the half step is folded into the stem)
     assert tflite_int8["validation"]["top1_agreement"] >= 0.97
 
@@ -125,7 +125,7 @@ def test_the_stem_shift_is_exact_on_a_real_nasnet_stem():
 @pytest.fixture(scope="module")
 def head_part(small_tflite_cells):
     """A real int8 .tflite without standard metadata: the head of the small network's per-cell export (5 classes)."""
-    return next(small_tflite_cells.glob("*_head_int8.tflite"))
+    return cell_part(small_tflite_cells, "head")
 
 
 def test_metadata_round_trip_on_another_model_and_label_check(head_part, tmp_path):

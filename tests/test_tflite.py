@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_module
+from converters.common import artifact_base
+from edge.model.config import NASNetConfig as Config
 from edge.runtime.runners import LiteRTRunner, open_model, read_tflite_embedded_manifest, TorchRunner
 from edge.preprocessing import list_images, preprocess_batch
 from edge.model.verify import sample_images_dir
@@ -33,20 +35,21 @@ def clear_cases(probs: np.ndarray, threshold: float = 0.6) -> np.ndarray:
 def test_main_job_writes_a_fully_delegated_int8_model_with_manifest(tflite_int8, tflite_dir):
     m = tflite_int8
     path = tflite_dir / m["artifact"]
-    assert path.is_file() and m["artifact"].endswith("_int8.tflite")
-    for key in ("source", "precision", "calibration", "preprocessing", "labels", "tools", "op_histogram",
-                "size_bytes", "sha256", "validation", "delegation"):
+    # the name comes from the configuration (converters.common.artifact_base), the facts from the manifest
+    assert path.is_file() and m["artifact"] == f"{artifact_base(Config.from_dict(m['config']), True)}_int8.tflite"
+    for key in ("source", "precision", "calibration", "quantization", "preprocessing", "labels", "tools",
+                "op_histogram", "size_bytes", "sha256", "validation", "delegation", "plan"):
         assert m[key] is not None, key
     assert m["precision"] == "int8" and m["lowered"] is True
     assert m["source"]["kind"] == "default" and len(m["source"]["sha256"]) == 64
     assert m["calibration"]["count"] > 0 and m["size_bytes"] == path.stat().st_size
-    ranges = m["calibration"]["activation_ranges"]  # 'auto': both candidates measured, the closer one kept
+    ranges = m["quantization"]["activation_ranges"]  # 'auto': both candidates measured, the closer one kept
     assert set(ranges["chosen_from"]) == {"mse", "mean"} and ranges["tensors"] > 300
     assert ranges["method"] == min(ranges["chosen_from"], key=lambda k: ranges["chosen_from"][k]["median_kl"])
     assert ranges["median_range_fraction"] < 1  # narrower than the calibrator's min/max
     assert m["tools"]["tensorflow-cpu"].startswith("2.21") and m["tools"]["ai-edge-litert"].startswith("2.3")
     # The headline of the lowering: XNNPACK runs the whole int8 graph in one partition.
-    assert m["delegation"]["partitions"] == 1 and m["delegation"]["fallback_ops"] == 0
+    assert m["delegation"]["partitions"] == 1 and m["delegation"]["ops_outside"] == 0
     assert "AVERAGE_POOL_2D" not in m["op_histogram"] and "RELU" not in m["op_histogram"]
     v = m["validation"]
     # 200 shipped held-out photos; the default model is quantization-aware fine-tuned (docs/quantization.md)
@@ -61,11 +64,11 @@ def test_stock_int8_falls_back_where_upstream_xnnpack_cannot_run_it(tflite_stock
     d = tflite_stock_int8["delegation"]
     assert tflite_stock_int8["lowered"] is False and tflite_stock_int8["config"]["penultimate_filters"] == 96
     assert d["partitions"] > 10
-    assert set(d["fallback"]) == {"RELU", "AVERAGE_POOL_2D", "CONCATENATION"}
+    assert set(d["outside"]) == {"RELU", "AVERAGE_POOL_2D", "CONCATENATION"}
 
 
 def test_fp32_edge_form_is_one_partition_and_matches_keras(tflite_fp32):
-    assert tflite_fp32["delegation"] == {**tflite_fp32["delegation"], "partitions": 1, "fallback_ops": 0}
+    assert tflite_fp32["delegation"] == {**tflite_fp32["delegation"], "partitions": 1, "ops_outside": 0}
     assert tflite_fp32["validation"]["max_abs_prob_diff"] <= 1e-4
     assert tflite_fp32["validation"]["top1_agreement"] == 1.0
 
@@ -132,8 +135,8 @@ def test_per_cell_export_lists_every_cell_with_shapes_and_macs(small_tflite_cell
         # two independent readings of the same file must count the same operators
         hist = op_histogram(small_tflite_cells / p["file"])
         assert d["partitions"] >= 1 and d["ops"] == sum(hist.values()), p["name"]
-        assert d["delegated_ops"] + d["fallback_ops"] == d["ops"]
-        assert all(hist.get(op, 0) >= n for op, n in d["fallback"].items()), (d["fallback"], hist)
+        assert d["delegated_ops"] + d["ops_outside"] == d["ops"]
+        assert all(hist.get(op, 0) >= n for op, n in d["outside"].items()), (d["outside"], hist)
     # the MACs the manifest lists, on the real NASNet-Mobile: the paper's 564M multiply-adds
     # (562.58M in the body + 1.06M in a 1000-class head)
     real = part_macs(nasnet_mobile())
@@ -147,7 +150,7 @@ def test_same_inputs_give_the_same_validation_numbers_and_unreadable_images_are_
     reproduces the first one's validation numbers exactly. It is given the range method the first one's
     'auto' chose: 'auto' keeps what that method alone gives."""
     first, again = tflite_small_int8, tflite_small_int8_again
-    first_ranges, again_ranges = (m["calibration"]["activation_ranges"] for m in (first, again))
+    first_ranges, again_ranges = (m["quantization"]["activation_ranges"] for m in (first, again))
     assert "chosen_by" in first_ranges and "chosen_by" not in again_ranges
     assert again_ranges["method"] == first_ranges["method"]
     assert again["calibration"]["unreadable_skipped"] == 1
