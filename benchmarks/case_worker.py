@@ -185,6 +185,9 @@ class Case:
             from executorch.extension.pybindings import portable_lib
 
             meta["executorch_pool_threads"] = int(portable_lib._threadpool_get_thread_count())
+            from edge.runtime.native import xnnpack_builds
+
+            meta["xnnpack_build"] = xnnpack_builds().get("executorch")  # the library this worker really mapped
         growth = rss_mb() - base
         for _ in range(s.get("warmup", 0)):
             time_once(self.runner, self.x)
@@ -272,11 +275,12 @@ def describe_exit(rc: int | None) -> str:
 class CaseWorker:
     """The parent's handle on one worker process: :meth:`call` sends a request and waits for the reply."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, env: dict | None = None):
         self.label = label
         self.log = tempfile.TemporaryFile(prefix="nasnet-bench-worker-")
         root = str(Path(__file__).resolve().parents[1])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        env = {**os.environ, **(env or {}),
+               "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         down_r, down_w = os.pipe()  # parent -> worker
         up_r, up_w = os.pipe()  # worker -> parent
         try:

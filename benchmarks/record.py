@@ -107,6 +107,7 @@ class Record:
     label: str | None = None  # LiteRT GPU rows, e.g. "functional check, not a GPU timing"
     gpu_not_supported: list | None = None  # LiteRT GPU rows: what the accelerator left to the CPU
     executorch_pool_threads: int | None = None  # the XNNPACK pool the method ran on
+    xnnpack_build: dict | None = None  # ExecuTorch rows: the XNNPACK backend library mapped and its compiler
     emulated: bool | None = None  # SSH boards: the board is emulated (qemu); latencies are functional checks
     # --- timings (milliseconds)
     times_ms: list[float] = field(default_factory=list)  # every timed run, in the order they ran
@@ -174,7 +175,10 @@ class Record:
 
     @property
     def delegate_label(self) -> str:
-        return f"{self.delegate.value}/{self.gpu_precision.value}" if self.gpu_precision else self.delegate.value
+        label = f"{self.delegate.value}/{self.gpu_precision.value}" if self.gpu_precision else self.delegate.value
+        if self.xnnpack_build and self.xnnpack_build.get("override"):  # another build of ExecuTorch's XNNPACK
+            label += f" ({(self.xnnpack_build.get('compiler') or 'own build').split(' (')[0]} build)"
+        return label
 
     @property
     def case(self) -> str:

@@ -70,10 +70,12 @@ class Case:
     meta: dict = field(default_factory=dict)
     x: np.ndarray | None = None
     gpu_precision: str | None = None  # LiteRT GPU rows: fp16 (the accelerator's default) or fp32 (enforce_f32)
+    xnnpack_library: str | None = None  # ExecuTorch rows: another build of its XNNPACK backend (edge/runtime/native.py)
 
     @property
     def delegate_label(self) -> str:
-        return f"{self.delegate}/{self.gpu_precision}" if self.gpu_precision else self.delegate
+        label = f"{self.delegate}/{self.gpu_precision}" if self.gpu_precision else self.delegate
+        return f"{label}/own-xnnpack" if self.xnnpack_library else label
 
     @property
     def label(self) -> str:
@@ -82,6 +84,7 @@ class Case:
 
 # what a case's worker does (and what this module did in-process before the workers): kept importable here
 from benchmarks.case_worker import peak_rss_mb, rss_mb, time_once  # noqa: E402,F401
+from edge.runtime.native import ENV_EXECUTORCH_XNNPACK  # noqa: E402
 
 
 def runtime_of(model: str, runtime: str | None = None) -> str:
@@ -192,7 +195,7 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
                 c.status, c.reason = "unavailable", reason
                 continue
             try:
-                w = CaseWorker(c.label)
+                w = CaseWorker(c.label, env={ENV_EXECUTORCH_XNNPACK: c.xnnpack_library} if c.xnnpack_library else None)
                 workers[id(c)] = w
                 reply = w.call(("load", _worker_spec(c, image, warmup)), case_timeout, "while loading the model")
             except WorkerFailed as e:
@@ -253,7 +256,8 @@ def case_record(c: Case) -> Record:
     """A local case as a :class:`~benchmarks.record.Record`: what its worker measured, with its artifact's facts."""
     m = c.meta
     fields: dict = {"gpu_precision": c.gpu_precision, "status": c.status,
-                    **{k: m[k] for k in ("label", "adapter", "fully_accelerated", "executorch_pool_threads")
+                    **{k: m[k] for k in ("label", "adapter", "fully_accelerated", "executorch_pool_threads",
+                                         "xnnpack_build")
                        if k in m}}
     if "gpu_not_supported" in m:
         fields["gpu_not_supported"] = m["gpu_not_supported"]
@@ -554,6 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accuracy-budget", type=float, default=DEFAULT_ACCURACY_BUDGET, metavar="POINTS",
                    help="top-1 points the recommended artifact may lose against its fp32 reference (from the "
                         f"manifests' validation reports; default {DEFAULT_ACCURACY_BUDGET:g})")
+    p.add_argument("--executorch-xnnpack", default=None, metavar="LIB",
+                   help="also time every .pte with this build of ExecuTorch's XNNPACK backend "
+                        "(libexecutorch_backend_xnnpack.so), each in its own worker beside the wheel's: the executorch "
+                        "wheel's GCC build runs 1.1-1.25x slower on AVX2 CPUs (docs/benchmarking.md)")
     p.add_argument("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S, metavar="S",
                    help="seconds a case's worker may take for its load or one round of runs before it is killed "
                         f"and the case recorded as timed out (default {DEFAULT_CASE_TIMEOUT_S:g})")
@@ -619,6 +627,8 @@ def benchmark(args: argparse.Namespace) -> dict:
                     cases += [Case(m, rt, d, t, gpu_precision=gp) for gp in gpu_precisions]
                     continue
                 cases.append(Case(m, rt, d, t))
+                if rt == "executorch" and getattr(args, "executorch_xnnpack", None):
+                    cases.append(Case(m, rt, d, t, xnnpack_library=str(Path(args.executorch_xnnpack).resolve())))
     image = args.image or list_images(sample_images_dir())[0]
     devices = list(args.device)
     boards: dict[str, dict] = {}
