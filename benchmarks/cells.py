@@ -70,10 +70,20 @@ def benchmark_cells(folder: Path, threads: int = 1, runs: int = 30, rounds: int 
                                 "python -m converters.tflite --cells (or converters.executorch --cells)")
     manifest = json.loads(manifest_path.read_text())
     parts = manifest["parts"]
-    runners = [ProgramPartRunner(folder / p["file"], threads, p["inputs"]) if p["file"].endswith(".pte")
-               else PartRunner(folder / p["file"], threads) for p in parts]
+
+    def make(p: dict):
+        path = folder / p["file"]
+        return ProgramPartRunner(path, threads, p["inputs"]) if p["file"].endswith(".pte") else PartRunner(path, threads)
+
+    # Every LiteRT interpreter owns a thread pool. With one interpreter per part alive in this process, the idle
+    # pools of the other parts took a share of the second core: 8 interleaved pairs at 2 threads (AVX2 VM) measured
+    # the sum of parts 3-9% slower that way. At more than one thread each LiteRT part is therefore built for its
+    # block of runs and destroyed (its pool joined) before the next part runs, as the whole model is timed alone in
+    # its worker. ExecuTorch has one process-wide pool that every program shares, so its parts stay loaded.
+    fresh_per_block = threads > 1
+    runners = [None if fresh_per_block and not p["file"].endswith(".pte") else make(p) for p in parts]
     for r in runners:
-        for _ in range(warmup):
+        for _ in range(warmup if r is not None else 0):
             r.time()
     times: list[list[float]] = [[] for _ in parts]
     order = list(range(len(parts)))
@@ -81,8 +91,14 @@ def benchmark_cells(folder: Path, threads: int = 1, runs: int = 30, rounds: int 
     for _ in range(rounds):
         rng.shuffle(order)
         for i in order:
+            r = runners[i]
+            if r is None:
+                r = make(parts[i])
+                for _ in range(max(1, warmup)):
+                    r.time()
             for _ in range(max(1, runs // rounds)):
-                times[i].append(runners[i].time())
+                times[i].append(r.time())
+            del r
     rows = []
     for p, t in zip(parts, times):
         s = summarize(t)

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.record import Record, Status, as_records, manifest_accuracy, records_of  # noqa: F401
-from benchmarks.stats import ratio_with_noise
+from benchmarks.stats import ratio_with_noise, shared_drift
 from converters.common import Precision
 from edge.errors import UsageError
 from edge.runtime.runners import Delegate
@@ -334,6 +334,7 @@ def markdown(result: dict) -> str:
     if result.get("ratios_skipped"):
         lines += ["", "Not in the ratios:", ""]
         lines += [f"- {q['case']} (`{q['device']}`): {q['reason']}" for q in result["ratios_skipped"]]
+    lines += drift_lines(result)
     rec = result.get("recommendation") or {}
     if rec.get("items"):
         lines += ["", f"Recommendation (accuracy budget {rec['accuracy_budget_points']:.2f} top-1 points; "
@@ -404,6 +405,34 @@ def ratios(records: list[Record | dict], baseline: str | None) -> tuple[list[dic
     return out, skipped
 
 
+def machine_drift(records: list[Record], per_round: int) -> list[dict]:
+    """Per device and thread count, the slowdown every case saw in the same rounds (:func:`shared_drift`)."""
+    groups: dict[tuple[str, int], dict[int, list[float]]] = {}
+    for i, r in enumerate(records):
+        if r.status is Status.OK and r.times_ms:
+            groups.setdefault((r.device, r.threads), {})[i] = r.times_ms
+    out = []
+    for (device, threads), cases in groups.items():
+        d = shared_drift(cases, per_round)
+        if d:
+            out.append({"device": device, "threads": threads, **d})
+    return out
+
+
+def drift_lines(result: dict) -> list[str]:
+    """Say so in the table's file when the machine moved under every case at once: those figures need a rerun."""
+    bad = [d for d in result.get("drift") or [] if d["drifted"]]
+    if not bad:
+        return []
+    lines = ["", "**Machine drift**: in some rounds every case ran slower together (the machine, not the model; "
+             "see docs/benchmarking.md, \"Two threads on AVX2\"):", ""]
+    for d in bad:
+        lines.append(f"- `{d['device']}`, {d['threads']} thread(s): up to {d['spread']:.2f}x in rounds "
+                     f"{', '.join(map(str, d['slow_rounds']))}. Ratios between cases at this thread count still hold "
+                     "(interleaved); speed-ups across thread counts and absolute times do not: rerun on a quiet machine.")
+    return lines
+
+
 def isa_lines(result: dict) -> list[str]:
     """The header line(s) naming each device's ISA class and features (older results have none)."""
     out = []
@@ -440,6 +469,13 @@ def _threads_text(n: int) -> str:
 
 def _precision(r: Record) -> str | None:
     return r.precision.value if r.precision else None
+
+
+def _shown(r: Record) -> str:
+    """A recommended file, with the build of ExecuTorch's XNNPACK when it is not the wheel's (the user needs it too)."""
+    if r.xnnpack_build and r.xnnpack_build.get("override"):
+        return f"{r.name} with ExecuTorch's XNNPACK {r.delegate_label.split('(', 1)[1].rstrip(')')}"
+    return r.name
 
 
 def recommend(records: list[Record | dict], budget: float, envs: dict | None = None) -> list[dict]:
@@ -509,7 +545,7 @@ def recommend(records: list[Record | dict], budget: float, envs: dict | None = N
             parts.append(f"{ratio:.2f}x of fp32" + ("" if base.format == best.format else f" {base.name}"))
         size = (base.size_bytes / best.size_bytes if base is not None and base is not best
                 and base.size_bytes and best.size_bytes else None)
-        line = f"{head}: {best.name} ({', '.join(parts)}; " + (f"-{loss:.1f} points)" if loss else "no top-1 loss)")
+        line = f"{head}: {_shown(best)} ({', '.join(parts)}; " + (f"-{loss:.1f} points)" if loss else "no top-1 loss)")
         tail = ""
         if ratio is not None and ratio > SPEED_WORTH:
             tail = (f" — on this ISA {prec} buys size ({size:.1f}x smaller), not speed" if size and size > 1.05
@@ -523,13 +559,13 @@ def recommend(records: list[Record | dict], budget: float, envs: dict | None = N
             if fast_enough:
                 r = min(fast_enough, key=med)
                 s = best.size_bytes / r.size_bytes if best.size_bytes and r.size_bytes else None
-                tail = (f" — {r.name} ({_precision(r)}) is within budget but "
+                tail = (f" — {_shown(r)} ({_precision(r)}) is within budget but "
                         f"{med(r) / med(best):.2f}x of fp32: on this ISA {_precision(r)} buys size"
                         + (f" ({s:.1f}x smaller)" if s else "") + ", not speed")
             elif lower:
                 r = min(lower, key=med)
                 if accuracy_loss_points(r) is not None:
-                    tail = (f" — {r.name} ({_precision(r)}, {med(r) / med(best):.2f}x of fp32) loses "
+                    tail = (f" — {_shown(r)} ({_precision(r)}, {med(r) / med(best):.2f}x of fp32) loses "
                             f"{accuracy_loss_points(r):.1f} points, over the budget")
         item.update({"choice": best.name, "model": best.model, "precision": prec, "median_ms": med(best),
                      "accuracy_loss_points": loss, "fp32_baseline": base.name if base is not None else None,
@@ -616,6 +652,11 @@ def benchmark(args: argparse.Namespace) -> dict:
             raise UsageError(f"{m}: unsupported model type (expected .tflite, .pte, .pt, .h5 or 'default')")
         if m != "default" and not Path(m).is_file():
             raise UsageError(f"{m}: no such model file")
+    if getattr(args, "executorch_xnnpack", None):
+        lib = Path(args.executorch_xnnpack)
+        if not lib.is_file() or lib.name != "libexecutorch_backend_xnnpack.so":
+            raise UsageError(f"--executorch-xnnpack {lib}: not a file named libexecutorch_backend_xnnpack.so (a build "
+                             "of ExecuTorch's XNNPACK backend for the installed executorch)")
     cases = []
     for m in args.models:
         for d in delegates:
@@ -676,6 +717,7 @@ def benchmark(args: argparse.Namespace) -> dict:
                            "case_timeout_s": case_timeout, "isolation": "one worker process per local case"},
               "results": [r.to_dict() for r in records]}
     result["ratios"], result["ratios_skipped"] = ratios(records, args.baseline)
+    result["drift"] = machine_drift(records, max(1, args.runs // args.rounds))
     result["recommendation"] = {"accuracy_budget_points": budget, "basis": RECOMMENDATION_BASIS,
                                 "items": recommend(records, budget, device_envs)}
     return result

@@ -763,6 +763,26 @@ def test_executorch_at_two_thread_counts_beside_litert_int8_completes(pte_fp32, 
     assert res["recommendation"]["items"], res["recommendation"]
 
 
+def test_a_pte_is_also_timed_with_another_build_of_executorchs_xnnpack(pte_fp32, tmp_path):
+    """--executorch-xnnpack LIB: every .pte case gets a twin whose worker maps LIB as ExecuTorch's XNNPACK backend
+    (here the wheel's own library named explicitly, the plumbing a clang build goes through), labelled by compiler."""
+    from edge.runtime.native import xnnpack_builds
+
+    lib = xnnpack_builds()["executorch"]["library"]
+    out = tmp_path / "bench"
+    r = run_module("benchmarks.run", pte_fp32["_path"], "--executorch-xnnpack", lib, "--runs", "2", "--rounds", "1",
+                   "--warmup", "0", "--output", out, "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    builds = [x.get("xnnpack_build") for x in res["results"]]
+    assert [x["status"] for x in res["results"]] == ["ok", "ok"] and [b["override"] for b in builds] == [False, True]
+    assert all(b["library"] == lib and b["compiler"].startswith("GCC") for b in builds), builds
+    md = (out / "results.md").read_text()
+    assert "xnnpack (GCC 13.3.1 build)" in md and "XNNPACK builds: litert clang" in md
+    bad = run_module("benchmarks.run", pte_fp32["_path"], "--executorch-xnnpack", tmp_path / "libother.so")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "libexecutorch_backend_xnnpack.so" in bad.stderr
+
+
 # ----------------------------------------------------------------------------- ISA features
 CPUINFO_AVX2 = """\
 processor\t: 0
@@ -894,3 +914,32 @@ def test_recommendation_is_per_thread_count_and_network():
         ("mobilenet_v2", 1, "other_fp32.tflite"), ("nasnet_mobile", 1, "int8.tflite"), ("nasnet_mobile", 2, "int8.tflite")]
     assert "2 threads [nasnet_mobile]: int8.tflite (int8, 10.0 ms, 0.40x of fp32; -0.5 points) — int8 is 2.50x " \
            "faster than fp32 here and 4.0x smaller" in items[2]["line"]
+
+
+# ----------------------------------------------------------------------------- machine drift
+def test_shared_drift_flags_what_every_case_saw_together_and_not_one_cases_own_noise():
+    from benchmarks.stats import shared_drift
+
+    rng = np.random.default_rng(0)
+    base = {"a": 10.0, "b": 25.0, "c": 14.0}
+    steady = {k: list(v * (1 + 0.01 * rng.standard_normal(60))) for k, v in base.items()}
+    assert not shared_drift(steady, 10)["drifted"]
+    one_case = dict(steady, a=steady["a"][:20] + [x * 1.5 for x in steady["a"][20:30]] + steady["a"][30:])
+    assert not shared_drift(one_case, 10)["drifted"]  # one case's bad round: not the machine
+    machine = {k: [x * (1.4 if i < 20 else 1.0) for i, x in enumerate(t)] for k, t in steady.items()}
+    d = shared_drift(machine, 10)
+    assert d["drifted"] and d["slow_rounds"] == [1, 2] and 1.3 < d["spread"] < 1.5, d
+    assert shared_drift({"a": steady["a"]}, 10) is None and shared_drift(steady, 30) is None
+
+
+def test_the_recorded_avx2_run_is_flagged_for_drift_at_two_threads_only():
+    """results/benchmark_x86-64_avx2: the first four rounds of every 2-thread case were slow together (the machine's
+    second core, docs/benchmarking.md); the file's own per-run times must show it, at 2 threads and not at 1."""
+    from benchmarks.record import records_of
+    from benchmarks.run import machine_drift, markdown
+
+    res = json.loads((REPO / "results" / "benchmark_x86-64_avx2" / "results.json").read_text())
+    drift = {d["threads"]: d for d in machine_drift(records_of(res), res["settings"]["runs"] // res["settings"]["rounds"])}
+    assert drift[2]["drifted"] and drift[2]["slow_rounds"] == [1, 2, 3, 4] and not drift[1]["drifted"], drift
+    assert res["drift"] == list(drift.values())  # the committed file carries the same analysis
+    assert "**Machine drift**" in markdown(res) and "2 thread(s): up to 1.41x in rounds 1, 2, 3, 4" in markdown(res)
