@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -484,7 +485,9 @@ def _choose_ranges(model, prepared, calibration, convert_pt2e) -> tuple:
         reference = [[model(*inputs).numpy()] for inputs in calibration]
     quantized, outputs = {}, {}
     for mode in ("mse", "mean"):
-        candidate = copy.deepcopy(prepared)
+        with warnings.catch_warnings():  # torch's pytree pickling of the GraphModule warns about its own API
+            warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*", category=FutureWarning)
+            candidate = copy.deepcopy(prepared)
         for m in candidate.modules():
             if isinstance(m, observer):
                 m.mode = mode

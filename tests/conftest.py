@@ -178,8 +178,9 @@ _JOBS: dict[str, tuple[str, list[str]]] = {
     "tflite_int8": ("converters.tflite", ["--int8"]),  # the main job, first: most of the tail tests read it
     # the three float artifacts in one run, as a user makes them all at once (one build, one SavedModel)
     "tflite_float": ("converters.tflite", ["--precision", "fp32,fp16,dynamic"]),
-    "pte_int8": ("converters.executorch", ["--int8", "--num-calibration", "48"]),
-    "pte_fp32": ("converters.executorch", ["--precision", "fp32"]),
+    # both ExecuTorch programs in one run, as a user makes them at once: one load, one reference network and one
+    # prediction of the validation images for both (two runs repeated them: 25-30 s of the chain)
+    "pte": ("converters.executorch", ["--precision", "fp32,int8", "--num-calibration", "48"]),
     # the stock graph's int8 pins where upstream XNNPACK falls back (which ops, not accuracy): on the small
     # network (the same cells' ops, 31 s instead of 103 s), with the calibrator's own ranges (one quantization)
     "tflite_stock_int8": ("converters.tflite", ["--weights", "{small_network_weights}", "--int8", "--no-lowering",
@@ -195,7 +196,8 @@ _JOBS: dict[str, tuple[str, list[str]]] = {
 }
 # session fixtures -> (the background job that makes their artifact, its precision when the job makes several)
 _FIXTURE_JOBS: dict[str, tuple[str, str | None]] = {
-    **{name: (name, None) for name in _JOBS if name != "tflite_float"},
+    **{name: (name, None) for name in _JOBS if name not in ("tflite_float", "pte")},
+    **{f"pte_{p}": ("pte", p) for p in ("fp32", "int8")},
     **{f"tflite_{p}": ("tflite_float", p) for p in ("fp32", "fp16", "dynamic")},
     "tflite_dir": ("tflite_int8", None),
     "small_tflite_cells": ("tflite_small_int8", None),
@@ -211,7 +213,7 @@ _JOBS_DIR: list[Path] = []
 
 
 def _job_output(out: Path, name: str) -> Path:
-    """ExecuTorch programs share the chain's folder (tests read them from ``pte_dir``); every TFLite job
+    """The ExecuTorch programs lie in the chain's folder (tests read them from ``pte_dir``); every TFLite job
     gets its own, since two of them write an artifact of the same name."""
     return out if _JOBS[name][0] == "converters.executorch" else out / name
 
@@ -298,8 +300,6 @@ def background_manifest(name: str, precision: str | None = None) -> dict:
                                     f"({_job_rc[name]}):\n{log[-3000:]}")
     folder = _job_output(out, name)
     module = _JOBS[name][0]
-    if module == "converters.executorch":  # the ExecuTorch jobs share a folder: one job, one precision
-        precision = name.removeprefix("pte_")
     fmt = "pte" if module == "converters.executorch" else "tflite"
     found = [m for m in artifact_manifests(folder, precision) if m["format"] == fmt]
     assert len(found) == 1, (name, [m["artifact"] for m in found])
@@ -417,12 +417,12 @@ def pte_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pte_fp32() -> dict:
-    return background_manifest("pte_fp32")
+    return background_manifest("pte", "fp32")
 
 
 @pytest.fixture(scope="session")
 def pte_int8() -> dict:
-    return background_manifest("pte_int8")
+    return background_manifest("pte", "int8")
 
 
 @pytest.fixture(scope="session")
