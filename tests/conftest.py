@@ -213,9 +213,8 @@ _JOBS_DIR: list[Path] = []
 
 
 def _job_output(out: Path, name: str) -> Path:
-    """The ExecuTorch programs lie in the chain's folder (tests read them from ``pte_dir``); every TFLite job
-    gets its own, since two of them write an artifact of the same name."""
-    return out if _JOBS[name][0] == "converters.executorch" else out / name
+    """Each job's own folder: two TFLite jobs write an artifact of the same name."""
+    return out / name
 
 
 def _job_args(out: Path, name: str) -> list[str]:
@@ -411,8 +410,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
-def pte_dir(tmp_path_factory) -> Path:
-    return _JOBS_DIR[0] if _JOBS_DIR else tmp_path_factory.mktemp("pte")
+def pte_dir(pte_fp32) -> Path:
+    """The ExecuTorch job's output folder (both programs)."""
+    return Path(pte_fp32["_path"]).parent
 
 
 @pytest.fixture(scope="session")
