@@ -111,13 +111,18 @@ class ImageSet:
                 "unreadable_skipped": len(self.skipped), "files": [f.name for f in self.files]}
 
 
-def load_images(folder: Path, pre, limit: int | None = None, what: str = "calibration",
-                exclude: set[Path] | None = None) -> ImageSet:
-    """Preprocessed images of a folder (recursive); unreadable ones are skipped and counted."""
+def check_image_folder(folder: Path, what: str) -> None:
+    """``folder`` exists and is a folder (ConversionError naming ``what`` otherwise)."""
     if not folder.exists():
         raise ConversionError(f"{what} folder {folder} does not exist")
     if not folder.is_dir():
         raise ConversionError(f"{what} path {folder} is not a folder")
+
+
+def load_images(folder: Path, pre, limit: int | None = None, what: str = "calibration",
+                exclude: set[Path] | None = None) -> ImageSet:
+    """Preprocessed images of a folder (recursive); unreadable ones are skipped and counted."""
+    check_image_folder(folder, what)
     files = [f for f in list_images(folder) if not exclude or f.resolve() not in exclude]
     if not files:
         raise ConversionError(f"{what} folder {folder} holds no images (.jpg, .png, ...); "

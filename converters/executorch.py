@@ -352,6 +352,21 @@ def _xnnpack_pass_changes_nothing(transform_pass, ep) -> bool:
         from executorch.exir.passes.memory_format_ops_pass import MemoryFormatOpsMap
 
         return not any(op in targets for op in MemoryFormatOpsMap)
+    if name in ("FuseBatchNormPass", "DecomposeBatchNorm"):
+        # both start from a batch-norm node (FuseBatchNormPass: a convolution or linear whose one user is one;
+        # DecomposeBatchNorm: each one): the edge form has folded every BatchNorm into its convolution
+        from executorch.backends.xnnpack._passes.decompose_batch_norm import DecomposeBatchNorm
+
+        return not (DecomposeBatchNorm.BATCH_NORM_OPS & targets)
+    if name == "RemoveGetItemPass":  # rewrites max_pool2d_with_indices and max.dim (+ their getitem)
+        return not any(getattr(t, "__name__", "") in ("aten.max_pool2d_with_indices.default", "aten.max.dim")
+                       for t in targets)
+    if name == "PropagateCustomMetaPass":  # copies a parent's meta['custom'] to its q/dq nodes: none has one
+        return not any("custom" in n.meta for n in ep.graph_module.graph.nodes)
+    if name == "RemoveRedundantCopyPass":  # removes aten._to_copy nodes (and the q/dq around them)
+        from executorch.exir.dialects._ops import ops as exir_ops
+
+        return exir_ops.edge.aten._to_copy.default not in targets
     return False
 
 
@@ -368,8 +383,9 @@ def skip_no_op_lowering_steps(skipped: list | None = None):
       with a non-empty table during the lowering.
     - XNNPACK's pass manager (``backends/xnnpack/_passes/__init__.py``) runs each pass through ``_transform``,
       which re-traces the graph (fake tensors, a new ExportedProgram) even when the pass matched nothing:
-      about 2 s a pass on the small test network. SDPA, bilinear upsampling, 1-D convolution, PReLU and
-      dim-order passes are skipped when the graph has none of what they rewrite (:func:`_xnnpack_pass_changes_nothing`).
+      about 2 s a pass on the small test network. SDPA, bilinear upsampling, 1-D convolution, PReLU,
+      dim-order, batch-norm (fuse and decompose), max-with-indices, custom-meta and redundant-copy passes are
+      skipped when the graph has none of what they rewrite (:func:`_xnnpack_pass_changes_nothing`).
     Measured on the small test network's int8 lowering, one thread: see docs/lowering.md section 5. The
     program is byte-identical with and without (pinned by tests/test_executorch.py).
     """
@@ -410,7 +426,10 @@ def export_program(model, example: tuple, precision: Precision, calibration, bac
 
     ``example``: a tuple of input tensors; ``calibration`` (int8): a sequence of such tuples, one per image.
     """
-    with shared_node_provenance(), skip_no_op_lowering_steps():
+    with shared_node_provenance(), skip_no_op_lowering_steps(), warnings.catch_warnings():
+        # torch 2.13's own pytree pickling warns about its own API whenever upstream deep-copies a graph module or
+        # a module call graph (PT2E candidates, ExecuTorch's _transform): not the user's to act on
+        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*", category=FutureWarning)
         return _export_program(model, example, precision, calibration, backend, progress, float_modules, ranges)
 
 
@@ -485,9 +504,7 @@ def _choose_ranges(model, prepared, calibration, convert_pt2e) -> tuple:
         reference = [[model(*inputs).numpy()] for inputs in calibration]
     quantized, outputs = {}, {}
     for mode in ("mse", "mean"):
-        with warnings.catch_warnings():  # torch's pytree pickling of the GraphModule warns about its own API
-            warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*", category=FutureWarning)
-            candidate = copy.deepcopy(prepared)
+        candidate = copy.deepcopy(prepared)  # (torch's LeafSpec warning: filtered in export_program)
         for m in candidate.modules():
             if isinstance(m, observer):
                 m.mode = mode

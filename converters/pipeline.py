@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, ClassVar, Hashable
 import numpy as np
 
 from converters.common import (DEFAULT_NUM_CALIBRATION, ImageSet, Precision, Stages, agreement_gate,
-                               agreement_threshold, artifact_base, check_output_dir, command_line, compare,
-                               interval_warning, json_default, load_images, now_iso, package_folder, precisions_of,
-                               tool_versions, validation_table)
+                               agreement_threshold, artifact_base, check_image_folder, check_output_dir,
+                               command_line, compare, interval_warning, json_default, load_images, now_iso,
+                               package_folder, precisions_of, tool_versions, validation_table)
 from edge.artifact.manifest import (IO, CellsManifest, Converter, Delegation, Format, Manifest, Quantization,
                                     Validation)
 
@@ -300,6 +300,7 @@ def run(job: Job, backend: Backend) -> list[Manifest]:
     the file a run of that precision alone writes.
     """
     out_dir = check_output_dir(job.output)
+    check_inputs(job)
     backend.check(job)
     forms = {backend.form_key(job, p) for p in job.precisions}
     per_artifact = 4 + job.cells  # convert, validate, report, [cells], write
@@ -314,6 +315,17 @@ def run(job: Job, backend: Backend) -> list[Manifest]:
             b.close()
     print_summary(manifests, backend, out_dir)
     return manifests
+
+
+def check_inputs(job: Job) -> None:
+    """The files and folders the command line names exist: checked before the backend's check, which imports its
+    toolchain (ExecuTorch's partitioner: ~5 s), so a mistyped path is answered at once."""
+    from edge.model.sources import check_weights_argument
+
+    check_weights_argument(job.weights)
+    for folder, what in ((job.validation, "validation"), (job.calibration if job.calibrated else None, "calibration")):
+        if folder is not None:
+            check_image_folder(folder, what)
 
 
 def load(job: Job, backend: Backend, progress: Stages) -> Loaded:

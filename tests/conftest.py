@@ -176,11 +176,14 @@ def tflite_dir(tflite_int8) -> Path:
 # starts.
 _JOBS: dict[str, tuple[str, list[str]]] = {
     "tflite_int8": ("converters.tflite", ["--int8"]),  # the main job, first: most of the tail tests read it
-    # the three float artifacts in one run, as a user makes them all at once (one build, one SavedModel)
-    "tflite_float": ("converters.tflite", ["--precision", "fp32,fp16,dynamic"]),
+    # the three float artifacts in one run, as a user makes them all at once (one build, one SavedModel);
+    # validated on {validation_subset} (their tests check agreement and delegation, not the 200-photo figure:
+    # the reference network and three validations on 200 photos were 75 s of this job)
+    "tflite_float": ("converters.tflite", ["--precision", "fp32,fp16,dynamic", "--validation", "{validation_subset}"]),
     # both ExecuTorch programs in one run, as a user makes them at once: one load, one reference network and one
     # prediction of the validation images for both (two runs repeated them: 25-30 s of the chain)
-    "pte": ("converters.executorch", ["--precision", "fp32,int8", "--num-calibration", "48"]),
+    "pte": ("converters.executorch", ["--precision", "fp32,int8", "--num-calibration", "48",
+                                      "--validation", "{validation_subset}"]),
     # the stock graph's int8 pins where upstream XNNPACK falls back (which ops, not accuracy): on the small
     # network (the same cells' ops, 31 s instead of 103 s), with the calibrator's own ranges (one quantization)
     "tflite_stock_int8": ("converters.tflite", ["--weights", "{small_network_weights}", "--int8", "--no-lowering",
@@ -226,6 +229,16 @@ def _job_args(out: Path, name: str) -> list[str]:
             (calib / f.name).write_bytes(f.read_bytes())
         (calib / "broken.jpg").write_bytes(b"not a jpeg")
         args = [a.replace("{calibration_with_a_broken_file}", str(calib)) for a in args]
+    if "{validation_subset}" in args:
+        subset = out / "validation_subset"
+        if not subset.is_dir():  # made by the first job that needs it (the chain runs one job at a time)
+            tmp = out / ".validation_subset"
+            tmp.mkdir(exist_ok=True)
+            for wnid in shipped_classes():
+                for f in shipped_photos("validation", wnid)[:VALIDATION_SUBSET_PER_CLASS]:
+                    (tmp / f.name).write_bytes(f.read_bytes())
+            tmp.rename(subset)
+        args = [str(subset) if a == "{validation_subset}" else a for a in args]
     args = [a.replace("{small_network_weights}", str(out / SMALL_WEIGHTS)) for a in args]
     for k, a in enumerate(args):
         if a.startswith("{ranges_of:"):  # read when this job starts: that job, earlier in the chain, has finished
@@ -237,6 +250,7 @@ def _job_args(out: Path, name: str) -> list[str]:
 
 
 SMALL_WEIGHTS = "small_nasnet.pt"
+VALIDATION_SUBSET_PER_CLASS = 5  # {validation_subset}: 50 of the 200 shipped validation photos
 
 
 def _write_small_weights(out: Path) -> None:

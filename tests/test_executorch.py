@@ -285,14 +285,15 @@ def test_skipped_lowering_steps_are_no_ops_and_the_rest_still_run():
         def forward(self, x):
             return torch.relu(self.conv(x)).mean(2)
 
-    class WithPReLU(torch.nn.Module):
+    class WithPReLU(torch.nn.Module):  # and a BatchNorm, which XNNPACK's FuseBatchNormPass folds
         def __init__(self):
             super().__init__()
             self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(8)
             self.act = torch.nn.PReLU(8)
 
         def forward(self, x):
-            return self.act(self.conv(x)).mean((2, 3))
+            return self.act(self.bn(self.conv(x))).mean((2, 3))
 
     def program(make, shape, precision, skip: bool) -> tuple[bytes, list]:
         torch.manual_seed(0)
@@ -309,7 +310,8 @@ def test_skipped_lowering_steps_are_no_ops_and_the_rest_still_run():
     fast, skipped = program(tiny_cnn, (1, 3, 16, 16), Precision.INT8, True)
     assert fast == program(tiny_cnn, (1, 3, 16, 16), Precision.INT8, False)[0]
     assert {"ConvertToSDPAPass", "ConvertToUpsampleBilinear2d", "Conv1dUnsqueezePass", "PReLUReshapePass",
-            "DimOrderOpsRevertPass"} <= set(skipped), skipped
+            "DimOrderOpsRevertPass", "FuseBatchNormPass", "DecomposeBatchNorm", "RemoveGetItemPass",
+            "PropagateCustomMetaPass"} <= set(skipped), skipped
     assert any(s.startswith("run_decompositions") for s in skipped), skipped
 
     fast, skipped = program(WithConv1d, (1, 3, 16), Precision.FP32, True)
@@ -318,7 +320,8 @@ def test_skipped_lowering_steps_are_no_ops_and_the_rest_still_run():
     # PReLUReshapePass rewrites aten._prelu_kernel, which nn.PReLU no longer exports as (torch 2.13: aten.prelu,
     # which XNNPACK takes as it is): skipped, and the program is the same
     fast, skipped = program(WithPReLU, (1, 3, 16, 16), Precision.FP32, True)
-    assert "PReLUReshapePass" in skipped and fast == program(WithPReLU, (1, 3, 16, 16), Precision.FP32, False)[0]
+    assert "PReLUReshapePass" in skipped and "FuseBatchNormPass" not in skipped, skipped
+    assert fast == program(WithPReLU, (1, 3, 16, 16), Precision.FP32, False)[0]
 
 
 @pytest.mark.slow  # exports a small program twice (tens of seconds)

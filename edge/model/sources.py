@@ -51,6 +51,21 @@ def config_from_dict(d: dict) -> NASNetConfig:
     return NASNetConfig.from_dict(d)
 
 
+WEIGHTS_KEYWORDS = ("random", "none", "default", "imagenet")
+
+
+def check_weights_argument(weights: str | Path | None) -> Path | None:
+    """The weights file a ``--weights`` argument names (None for a keyword), or WeightsError when there is no such
+    file: a check that reads nothing, so a typo is answered before anything heavy is imported."""
+    if weights is None or str(weights) in WEIGHTS_KEYWORDS:
+        return None
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file (pass a Keras .h5, a toolkit .pt, "
+                           "'imagenet' or 'default')")
+    return path
+
+
 def resolve_weights(weights: str | Path | None, num_classes: int | None = None,
                     pooling: Pooling | str | None = None) -> WeightsSource:
     """Read a weights argument into a :class:`WeightsSource` (nothing is built yet)."""
@@ -70,10 +85,7 @@ def resolve_weights(weights: str | Path | None, num_classes: int | None = None,
     elif str(weights) == "imagenet":
         src = _from_h5(find_imagenet_weights(), "imagenet")
     else:
-        path = Path(weights)
-        if not path.is_file():
-            raise WeightsError(f"{path}: no such weights file (pass a Keras .h5, a toolkit .pt, "
-                               "'imagenet' or 'default')")
+        path = check_weights_argument(weights)
         from edge.artifact.integrity import verify_against_manifest
 
         verify_against_manifest(path)  # a damaged copy that would still load is named, not used
