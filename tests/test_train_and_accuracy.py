@@ -61,7 +61,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(
 
     from edge.training.train import train
 
-    base = ["--data", tiny_imagenette, *TINY, "--epochs", "2", "--lr", "0.002", "--warmup-epochs", "0"]
+    base = ["--data", tiny_imagenette, *TINY, "--epochs", "2", "--lr", "0.05", "--warmup-epochs", "0"]
     straight = train(train_args(*base, "--output", tmp_path / "straight"))
     cut = train(train_args(*base, "--output", tmp_path / "cut", "--max-steps", "2"))  # stops after epoch 1
     assert [h["epoch"] for h in cut["history"]] == [1]
