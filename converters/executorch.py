@@ -354,7 +354,7 @@ def _xnnpack_pass_changes_nothing(transform_pass, ep) -> bool:
         return not any(op in targets for op in MemoryFormatOpsMap)
     if name in ("FuseBatchNormPass", "DecomposeBatchNorm"):
         # both start from a batch-norm node (FuseBatchNormPass: a convolution or linear whose one user is one;
-        # DecomposeBatchNorm: each one): the edge form has folded every BatchNorm into its convolution
+        # DecomposeBatchNorm: each one): PT2E folds them in int8; the fp32 graph keeps them and gets the pass
         from executorch.backends.xnnpack._passes.decompose_batch_norm import DecomposeBatchNorm
 
         return not (DecomposeBatchNorm.BATCH_NORM_OPS & targets)

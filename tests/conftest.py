@@ -234,9 +234,8 @@ def _job_args(out: Path, name: str) -> list[str]:
         if not subset.is_dir():  # made by the first job that needs it (the chain runs one job at a time)
             tmp = out / ".validation_subset"
             tmp.mkdir(exist_ok=True)
-            for wnid in shipped_classes():
-                for f in shipped_photos("validation", wnid)[:VALIDATION_SUBSET_PER_CLASS]:
-                    (tmp / f.name).write_bytes(f.read_bytes())
+            for f in real_val_images(VALIDATION_SUBSET_PER_CLASS):
+                (tmp / f.name).write_bytes(f.read_bytes())
             tmp.rename(subset)
         args = [str(subset) if a == "{validation_subset}" else a for a in args]
     args = [a.replace("{small_network_weights}", str(out / SMALL_WEIGHTS)) for a in args]
