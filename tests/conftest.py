@@ -176,6 +176,10 @@ def tflite_dir(tflite_int8) -> Path:
 # starts.
 _JOBS: dict[str, tuple[str, list[str]]] = {
     "tflite_int8": ("converters.tflite", ["--int8"]),  # the main job, first: most of the tail tests read it
+    # the small network's GPU form with its per-part export (tests/test_gpu.py); as a job, the test process no
+    # longer spends 50 s on its ten conversions, and the CLI's --weights --target gpu --cells path is the one tested
+    "tflite_small_gpu": ("converters.tflite", ["--weights", "{small_network_weights}", "--precision", "fp32",
+                                               "--target", "gpu", "--cells", "--validation", "{validation_subset}"]),
     # the three float artifacts in one run, as a user makes them all at once (one build, one SavedModel);
     # validated on {validation_subset} (their tests check agreement and delegation, not the 200-photo figure:
     # the reference network and three validations on 200 photos were 75 s of this job)
@@ -460,6 +464,12 @@ def tflite_fp32(tflite_dir) -> dict:
 def tflite_small_int8() -> dict:
     """The small network's int8 conversion (with its per-cell export)."""
     return background_manifest("tflite_small_int8")
+
+
+@pytest.fixture(scope="session")
+def tflite_small_gpu() -> dict:
+    """The small network's GPU form in fp32 (``--target gpu --cells``)."""
+    return background_manifest("tflite_small_gpu")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,36 +179,28 @@ def test_gpu_lowering_is_the_reference_function_in_torch(size):
     assert np.abs(got - _reference_probs(cfg, ref.keras_weights(), x)).max() <= 1e-5
 
 
-def test_gpu_lowering_is_the_reference_function_in_keras(small_gpu):
-    """The Keras builder (what the TFLite converter converts), at the fixture's 48 px."""
-    cfg, weights, keras_model = small_gpu["keras"]
-    x = _photos(cfg)
-    probs = torch.softmax(torch.from_numpy(keras_model.predict(x, verbose=0)), 1).numpy()
-    assert np.abs(probs - _reference_probs(cfg, weights, x)).max() <= 1e-5
-
-
-# ----------------------------------------------------------------------------- the small network on the GPU
-@pytest.fixture(scope="module")
-def small_gpu(tmp_path_factory):
-    """The small network's GPU form in fp32: the whole model (with a manifest) and the per-part export
-    (``converters.tflite`` functions, as ``--target gpu --cells`` runs them)."""
-    from converters.common import Precision
-    from converters.tflite import convert_keras, export_cells
+def test_gpu_lowering_is_the_reference_function_in_keras():
+    """The Keras builder (what the TFLite converter converts), at the small network's 48 px."""
     from edge.model.keras_emit import emit_keras, load_keras_weights
     from edge.model.passes import build_plan
 
     cfg, model = small_nasnet()
-    out = tmp_path_factory.mktemp("small_gpu")
     plan = build_plan(cfg, "gpu")
-    w = plan.lower_weights(model.keras_weights())
     k = emit_keras(plan, classifier_activation=None)
-    load_keras_weights(k, w)
-    path = out / "small_gpu_fp32.tflite"
-    path.write_bytes(convert_keras(k, Precision.FP32, progress=False))
-    path.with_name(path.name + ".json").write_text(json.dumps(
-        {"labels": [f"class{i}" for i in range(cfg.num_classes)], "preprocessing": cfg.preprocessing.to_dict()}))
-    export_cells(plan, w, Precision.FP32, None, "float", out, k)
-    return {"gpu": path, "gpu_cells": out / "cells", "keras": (cfg, model.keras_weights(), k)}
+    load_keras_weights(k, plan.lower_weights(model.keras_weights()))
+    x = _photos(cfg)
+    probs = torch.softmax(torch.from_numpy(k.predict(x, verbose=0)), 1).numpy()
+    assert np.abs(probs - _reference_probs(cfg, model.keras_weights(), x)).max() <= 1e-5
+
+
+# ----------------------------------------------------------------------------- the small network on the GPU
+@pytest.fixture(scope="module")
+def small_gpu(tflite_small_gpu):
+    """The small network's GPU form in fp32 with its per-part export: ``python -m converters.tflite --weights <small>
+    --precision fp32 --target gpu --cells``, run by the suite's background chain (labels ``class_0`` ...)."""
+    path = Path(tflite_small_gpu["_path"])
+    assert tflite_small_gpu["target"] == "gpu" and tflite_small_gpu["precision"] == "fp32"
+    return {"gpu": path, "gpu_cells": path.parent / "cells"}
 
 
 def test_static_check_finds_the_pad_pool_pairs_only_in_the_cpu_form(micro, small_gpu):
@@ -295,8 +288,8 @@ def test_accuracy_compares_gpu_and_cpu_rows_of_one_artifact_in_one_command(gpu, 
 
     photos = list_images(sample_images_dir())[:4]
     for i, f in enumerate(photos):  # class folders named as the small model's labels
-        (tmp_path / "data" / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "data" / f"class{i % 2}" / f.name).write_bytes(f.read_bytes())
+        (tmp_path / "data" / f"class_{i % 2}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / f"class_{i % 2}" / f.name).write_bytes(f.read_bytes())
     r = _run("benchmarks.accuracy", "--data", tmp_path / "data", "--model", small_gpu["gpu"], "--delegate",
              "xnnpack,gpu", "--gpu-precision", "fp32", "--fail-under-agreement", "100", "--json", tmp_path / "a.json",
              "--quiet")
