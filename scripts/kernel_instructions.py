@@ -24,7 +24,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TOGGLE = {"tflite": "*InterpreterWrapper::Invoke*", "pte": "*Method::execute*"}
+# exact for ExecuTorch: "*Method::execute*" also matches Method::execute_instruction, which would toggle
+# collection off inside every instruction (callgrind toggles on entry and exit of each matching function)
+TOGGLE = {"tflite": "*InterpreterWrapper::Invoke*", "pte": "executorch::runtime::Method::execute()"}
 
 
 def _child(path: str, n: int) -> None:
