@@ -446,8 +446,8 @@ def isa_lines(result: dict) -> list[str]:
         if builds:
             parts = [f"{rt} {b.get('compiler') or 'unknown compiler'}" + (" (override)" if b.get("override") else "")
                      for rt, b in builds.items()]
-            out.append(f"XNNPACK builds{where}: {', '.join(parts)} (on AVX2, GCC's build runs slower: "
-                       "docs/benchmarking.md)")
+            out.append(f"XNNPACK builds{where}: {', '.join(parts)} (a GCC build spills registers in some "
+                       "kernels and runs slower: int8 on AVX-512, fp32 and int8 on AVX2; docs/benchmarking.md)")
     return out
 
 
