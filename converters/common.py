@@ -96,6 +96,10 @@ def add_common_arguments(p: argparse.ArgumentParser, precisions: list[str]) -> N
     p.add_argument("--cells", action="store_true", help="also export every cell as its own model")
     p.add_argument("--fail-under-agreement", type=float, default=None, metavar="X",
                    help="exit 1 when top-1 agreement with the float model is below X (0-1 or percent)")
+    p.add_argument("--crop-fraction", type=float, default=None, metavar="F",
+                   help="the center square's share of the shorter side that the artifact's preprocessing takes "
+                        "(default: the model's, 0.875 for NASNet-Mobile); 1.0 takes the whole square, which is what "
+                        "MediaPipe's ImageClassifier sees of a square photo (docs/clients.md section 4)")
     p.add_argument("--name", default=None, help="artifact base name (default: the model's name)")
     p.add_argument("-v", "--verbose", action="store_true")
 
@@ -188,6 +192,13 @@ def agreement_threshold(x: float | None) -> float | None:
         x = x / 100.0
     if not 0 <= x <= 1:
         raise ConversionError(f"--fail-under-agreement {x}: give a fraction (0.97) or a percentage (97)")
+    return x
+
+
+def crop_fraction(x: float | None) -> float | None:
+    if x is not None and not 0.25 <= x <= 1:
+        raise ConversionError(f"--crop-fraction {x}: give the share of the shorter side to keep, 0.25 to 1 "
+                              "(0.875: the ImageNet convention; 1: the whole square)")
     return x
 
 

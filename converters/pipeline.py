@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import argparse
+import dataclasses
 import enum
 import json
 import logging
@@ -33,8 +34,8 @@ import numpy as np
 
 from converters.common import (DEFAULT_NUM_CALIBRATION, ImageSet, Precision, Stages, agreement_gate,
                                agreement_threshold, artifact_base, check_image_folder, check_output_dir,
-                               command_line, compare, interval_warning, json_default, load_images, now_iso,
-                               package_folder, precisions_of, tool_versions, validation_table)
+                               command_line, compare, crop_fraction, interval_warning, json_default, load_images,
+                               now_iso, package_folder, precisions_of, tool_versions, validation_table)
 from edge.artifact.manifest import (IO, CellsManifest, Converter, Delegation, Format, Manifest, Quantization,
                                     Validation)
 
@@ -75,13 +76,15 @@ class Job:
     cells: bool = False
     threshold: float | None = None  # --fail-under-agreement, as a fraction
     name: str | None = None  # --name: the artifact's base name instead of the configuration's
+    crop_fraction: float | None = None  # --crop-fraction: the artifact's preprocessing crop instead of the model's
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Job:
         return cls(weights=args.weights, precisions=tuple(precisions_of(args)), output=args.output,
                    calibration=args.calibration, num_calibration=args.num_calibration, validation=args.validation,
                    lowered=not args.no_lowering, cells=bool(args.cells),
-                   threshold=agreement_threshold(args.fail_under_agreement), name=args.name)
+                   threshold=agreement_threshold(args.fail_under_agreement), name=args.name,
+                   crop_fraction=crop_fraction(getattr(args, "crop_fraction", None)))
 
     @property
     def calibrated(self) -> bool:
@@ -334,6 +337,10 @@ def load(job: Job, backend: Backend, progress: Stages) -> Loaded:
     with progress.stage("load weights and images", Stage.LOAD.value):
         source = resolve_weights(job.weights)
         backend.check_source(job, source)
+        if job.crop_fraction is not None:  # every later stage (reference, calibration, validation, manifest) reads it
+            cfg = source.config
+            source = dataclasses.replace(source, config=cfg.with_(
+                preprocessing=dataclasses.replace(cfg.preprocessing, crop_fraction=job.crop_fraction)))
         pre = source.config.preprocessing
         validation = load_images(job.validation or package_folder("validation"), pre, what="validation")
         calibration = None

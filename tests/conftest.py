@@ -177,9 +177,11 @@ def tflite_dir(tflite_int8) -> Path:
 _JOBS: dict[str, tuple[str, list[str]]] = {
     "tflite_int8": ("converters.tflite", ["--int8"]),  # the main job, first: most of the tail tests read it
     # the small network's GPU form with its per-part export (tests/test_gpu.py); as a job, the test process no
-    # longer spends 50 s on its ten conversions, and the CLI's --weights --target gpu --cells path is the one tested
+    # longer spends 50 s on its ten conversions, and the CLI's --weights --target gpu --cells path is the one tested;
+    # also the one conversion with another crop than the model's (--crop-fraction, checked by the fixture)
     "tflite_small_gpu": ("converters.tflite", ["--weights", "{small_network_weights}", "--precision", "fp32",
-                                               "--target", "gpu", "--cells", "--validation", "{validation_subset}"]),
+                                               "--target", "gpu", "--cells", "--validation", "{validation_subset}",
+                                               "--crop-fraction", "1.0"]),
     # the three float artifacts in one run, as a user makes them all at once (one build, one SavedModel);
     # validated on {validation_subset} (their tests check agreement and delegation, not the 200-photo figure:
     # the reference network and three validations on 200 photos were 75 s of this job)

@@ -198,8 +198,15 @@ def test_gpu_lowering_is_the_reference_function_in_keras():
 def small_gpu(tflite_small_gpu):
     """The small network's GPU form in fp32 with its per-part export: ``python -m converters.tflite --weights <small>
     --precision fp32 --target gpu --cells``, run by the suite's background chain (labels ``class_0`` ...)."""
+    from edge.runtime.runners import open_model, read_tflite_embedded_manifest
+
     path = Path(tflite_small_gpu["_path"])
     assert tflite_small_gpu["target"] == "gpu" and tflite_small_gpu["precision"] == "fp32"
+    # --crop-fraction 1.0 reached the manifest, the config it records, the file's own copy and the runtime
+    assert tflite_small_gpu["preprocessing"]["crop_fraction"] == 1.0
+    assert tflite_small_gpu["config"]["preprocessing"]["crop_fraction"] == 1.0
+    assert read_tflite_embedded_manifest(path)["preprocessing"]["crop_fraction"] == 1.0
+    assert open_model(path).preprocessing.crop_fraction == 1.0
     return {"gpu": path, "gpu_cells": path.parent / "cells"}
 
 
