@@ -196,6 +196,10 @@ CASES = [
          "demo `--source` folder with no images"),
     Case("demo_corrupt_video", "edge.demo", ("--source", "{video_corrupt}", "--headless"), "cannot open",
          "demo `--source` video that does not open"),
+    # options -------------------------------------------------------------------------------------------------
+    Case("crop_fraction_out_of_range", "converters.tflite", ("--precision", "fp32", "--crop-fraction", "1.5",
+                                                             "--output", "{out}"),
+         "--crop-fraction 1.5: give the share of the shorter side", "converter `--crop-fraction` outside 0.25-1"),
     # outputs -------------------------------------------------------------------------------------------------
     Case("output_is_a_file", "converters.tflite", ("--int8", "--output", "{output_is_a_file}"),
          "cannot create output folder", "converter `--output` that is a file"),

@@ -266,12 +266,6 @@ def test_an_agreement_threshold_above_100_percent_is_rejected_before_converting(
     assert "give a fraction (0.97) or a percentage (97)" in r.stderr and not list(tmp_path.iterdir())
 
 
-def test_a_crop_fraction_outside_a_quarter_to_one_is_rejected_before_converting(tmp_path):
-    r = run_module("converters.tflite", "--precision", "fp32", "--output", tmp_path, "--crop-fraction", "1.5")
-    assert_one_line_error(r)
-    assert "--crop-fraction 1.5: give the share of the shorter side" in r.stderr and not list(tmp_path.iterdir())
-
-
 @pytest.mark.parametrize("case", ["missing_weights", "corrupt_weights", "empty_calibration", "output_is_a_file",
                                   "calibration_missing"])
 def test_bad_inputs_give_one_line_errors_and_leave_nothing(tmp_path, case):
