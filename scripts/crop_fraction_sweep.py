@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
 
     from benchmarks.clients import true_label
     from converters.common import package_folder
-    from edge.preprocessing import center_crop_box, list_images, load_rgb
+    from edge.preprocessing import list_images, load_rgb, preprocess
     from edge.runtime.runners import ModelError, open_model
 
     try:
@@ -54,16 +55,10 @@ def main(argv=None) -> int:
 
     def prep(path):
         rgb = load_rgb(path)
-        out = []
-        for m in modes:
-            if m == "whole frame":
-                view = rgb
-            else:
-                top, left, side = center_crop_box(rgb.shape[0], rgb.shape[1], m)
-                view = rgb[top:top + side, left:left + side]
-            px = cv2.resize(view, (pre.size, pre.size), interpolation=cv2.INTER_LINEAR)
-            out.append(px.astype(np.float32) * np.float32(pre.scale) + np.float32(pre.offset))
-        return out
+        # the toolkit's own preprocessing at each crop, and the whole frame squashed as MediaPipe resizes it
+        out = [preprocess(rgb, replace(pre, crop_fraction=m), bgr=False) for m in crops]
+        px = cv2.resize(rgb, (pre.size, pre.size), interpolation=cv2.INTER_LINEAR)
+        return out + [px.astype(np.float32) * np.float32(pre.scale) + np.float32(pre.offset)]
 
     truth = [true_label(f, runner.labels) for f in images]
     preds: dict = {m: [] for m in modes}
@@ -79,7 +74,7 @@ def main(argv=None) -> int:
                      "agreement_with_whole_frame": float(np.mean([a == b for a, b in
                                                                   zip(preds[m], preds["whole frame"])]))})
     sample = images[:: max(1, len(images) // 200)]  # are the photos square? (then the whole frame is crop 1.0)
-    square = sum(1 for f in sample if load_rgb(f).shape[0] == load_rgb(f).shape[1])
+    square = sum(1 for shape in (load_rgb(f).shape for f in sample) if shape[0] == shape[1])
     res = {"model": str(args.model), "images": len(images), "labelled": len(known), "manifest_crop": pre.crop_fraction,
            "square_photos": f"{square} of {len(sample)} sampled", "rows": rows}
     print(f"{args.model.name}: {len(images)} images ({len(known)} labelled, square: {res['square_photos']}); "

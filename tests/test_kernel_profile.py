@@ -53,8 +53,8 @@ def libs(tmp_path_factory):
 def test_stripped_functions_are_found_from_the_unwind_table_and_named_by_their_instruction_mix(libs):
     kp = _load()
     named, stripped, syms = libs
-    assert subprocess.run(["nm", stripped], capture_output=True, text=True).returncode != 0 or \
-        "kernel_" not in subprocess.run(["nm", stripped], capture_output=True, text=True).stdout  # really stripped
+    listed = subprocess.run(["nm", stripped], capture_output=True, text=True)
+    assert listed.returncode != 0 or "kernel_" not in listed.stdout  # really stripped
     fdes = kp._fdes(str(stripped))
     ranges = {name: next(r for r in fdes if r[0] <= addr < r[1]) for name, addr in syms.items()}
     assert {r[0] for r in ranges.values()} == set(syms.values())  # each function's own range, starting at it
