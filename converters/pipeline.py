@@ -84,7 +84,7 @@ class Job:
                    calibration=args.calibration, num_calibration=args.num_calibration, validation=args.validation,
                    lowered=not args.no_lowering, cells=bool(args.cells),
                    threshold=agreement_threshold(args.fail_under_agreement), name=args.name,
-                   crop_fraction=crop_fraction(getattr(args, "crop_fraction", None)))
+                   crop_fraction=crop_fraction(args.crop_fraction))
 
     @property
     def calibrated(self) -> bool:
