@@ -121,7 +121,9 @@ def profile(path: Path, seconds: float, top: int, workdir: Path, threads: int = 
     fde_cache: dict[str, list] = {}
     for pct, dso, sym in _samples(data, maps):
         if sym.startswith("0x") and os.path.isfile(dso):  # stripped: the enclosing function from .eh_frame
-            fdes = fde_cache.setdefault(dso, _fdes(dso))
+            if dso not in fde_cache:  # once per library (setdefault would run readelf for every sample line)
+                fde_cache[dso] = _fdes(dso)
+            fdes = fde_cache[dso]
             addr = int(sym, 16)
             i = bisect.bisect_right(fdes, (addr, float("inf"))) - 1
             if i >= 0 and fdes[i][0] <= addr < fdes[i][1]:
