@@ -45,6 +45,43 @@ def test_a_bad_executorch_xnnpack_override_is_one_clear_line(tmp_path, monkeypat
 
 def test_benchmark_results_name_the_xnnpack_builds():
     code = ("from benchmarks.run import environment, isa_lines; env = environment(); "
-            "print(isa_lines({'environment': env})[-1])")
+            "print(next(x for x in isa_lines({'environment': env}) if x.startswith('XNNPACK')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.startswith("XNNPACK builds: litert clang") and "executorch GCC" in out, out
+
+
+def test_a_build_record_beside_a_library_names_its_flags(tmp_path):
+    """scripts/build_executorch_xnnpack.sh writes <library>.json; tables name the build by it (an ELF file keeps the
+    compiler in .comment but not the flags, and GCC with and without -fsched-pressure differ by 2x in one kernel)."""
+    lib = tmp_path / "libexecutorch_backend_xnnpack.so"
+    lib.write_bytes(b"x")
+    assert native.build_record(lib) is None
+    (tmp_path / "libexecutorch_backend_xnnpack.so.json").write_text("not json")
+    assert native.build_record(lib) is None
+    (tmp_path / "libexecutorch_backend_xnnpack.so.json").write_text(
+        '{"compiler": "gcc-sched", "flags": ["-fschedule-insns", "-fsched-pressure"]}')
+    build = native.build_record(lib)
+    assert build["flags"] == ["-fschedule-insns", "-fsched-pressure"]
+    assert native.build_label({"compiler": "GCC 12.2.0", "build": build}) == \
+        "GCC 12.2.0 -fschedule-insns -fsched-pressure"
+    assert native.build_label({"compiler": "clang 19.1.7 (C runtime objects: GCC 12.2.0)", "build": {}}) == \
+        "clang 19.1.7"
+
+
+BUILD_SCRIPT = REPO / "scripts" / "build_executorch_xnnpack.sh"
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--compiler", "icc"], "--compiler icc: choose clang, gcc-sched or gcc"),
+    (["--compiler", "gcc", "--src", "/nonexistent/executorch"], "--src /nonexistent/executorch: no such folder"),
+    (["--compiler", "gcc", "--src", "{tmp}"], "is not an ExecuTorch tree with its XNNPACK submodules"),
+    (["--frobnicate"], "unknown option '--frobnicate'"),
+])
+def test_the_backend_build_script_answers_bad_input_in_one_line(tmp_path, args, expect):
+    """The build itself needs ExecuTorch's sources and a network (docs/benchmarking.md has the measured builds);
+    what runs here is every way it refuses, before it writes anything."""
+    args = [a.format(tmp=tmp_path) for a in args]
+    r = subprocess.run(["bash", str(BUILD_SCRIPT), *args, "--out", str(tmp_path / "out")], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and expect in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()

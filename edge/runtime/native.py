@@ -117,7 +117,31 @@ def xnnpack_builds() -> dict:
     if et:
         out["executorch"] = {"library": str(et), "compiler": compiler_of(et),
                              "override": bool(os.environ.get(ENV_EXECUTORCH_XNNPACK))}
+        build = build_record(et)
+        if build is not None:
+            out["executorch"]["build"] = build
+            out["executorch"]["label"] = build_label(out["executorch"])
     return out
+
+
+def build_record(library: str | os.PathLike) -> dict | None:
+    """What ``scripts/build_executorch_xnnpack.sh`` wrote beside a library it built (``<library>.json``: compiler,
+    flags, sources, the wheel it was built for), or None for any other library (the wheel's own)."""
+    import json
+
+    try:
+        record = json.loads(Path(str(library) + ".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def build_label(build: dict) -> str:
+    """How tables name a build of XNNPACK: ``GCC 13.3.1``, ``clang 19.1.7``, ``GCC 12.2.0 -fschedule-insns
+    -fsched-pressure`` (the flags come from the build's record; an ELF file does not keep them)."""
+    compiler = (build.get("compiler") or "unknown compiler").split(" (")[0]
+    flags = (build.get("build") or {}).get("flags") or []
+    return " ".join([compiler, *flags])
 
 
 def preload_executorch_xnnpack() -> str | None:
@@ -137,6 +161,11 @@ def preload_executorch_xnnpack() -> str | None:
     import ctypes
 
     try:
+        # the installed wheel's runtime first, by path: the build then binds to it whatever its own RUNPATH says
+        for name in ("libexecutorch.so", "libexecutorch_threadpool.so"):
+            dep = _site_file("executorch", "lib/" + name)
+            if dep is not None:
+                ctypes.CDLL(str(dep), mode=ctypes.RTLD_GLOBAL)
         ctypes.CDLL(str(p), mode=ctypes.RTLD_GLOBAL)
     except OSError as e:
         raise UserError(f"{ENV_EXECUTORCH_XNNPACK}={path}: cannot be loaded ({str(e)[:160]}); was it built for "
