@@ -322,10 +322,18 @@ class CaseWorker:
         """``(kind, payload, ...)`` of the worker's reply; :class:`WorkerFailed` when it dies or does not answer
         within ``timeout`` seconds (then it is killed)."""
         what = what or f"during '{request[0]}'"
+        self.send(request, what)
+        return self.receive(timeout, what)
+
+    def send(self, request: tuple, what: str = "") -> None:
+        """Send a request without waiting for its reply (:meth:`receive`): several workers can then run at once."""
         try:
             self.tx.send(request)
         except OSError:  # BrokenPipeError: it died before (or while) reading the request
-            raise self._died(what) from None
+            raise self._died(what or f"during '{request[0]}'") from None
+
+    def receive(self, timeout: float, what: str = ""):
+        """The reply to the last :meth:`send`, as :meth:`call` returns it."""
         if not self.rx.poll(timeout):
             self.kill()
             raise WorkerFailed(f"timed out after {timeout:g} s {what} (worker killed)", self.log_tail())

@@ -111,6 +111,9 @@ class Record:
     emulated: bool | None = None  # SSH boards: the board is emulated (qemu); latencies are functional checks
     # --- timings (milliseconds)
     times_ms: list[float] = field(default_factory=list)  # every timed run, in the order they ran
+    # --scaling-ceiling, 1-thread rows: N copies of this case, each its own worker, run at once in every round
+    concurrent_copies: int | None = None
+    concurrent_times_ms: list[float] | None = None  # every copy's runs while all N ran
     load_ms: float | None = None
     first_ms: float | None = None  # the first inference after loading (GPU: shader compilation included)
     summary_ms: dict | None = None  # a device tool's printed statistics, only where it gave no per-run times
@@ -177,7 +180,7 @@ class Record:
     def delegate_label(self) -> str:
         label = f"{self.delegate.value}/{self.gpu_precision.value}" if self.gpu_precision else self.delegate.value
         if self.xnnpack_build and self.xnnpack_build.get("override"):  # another build of ExecuTorch's XNNPACK
-            label += f" ({(self.xnnpack_build.get('compiler') or 'own build').split(' (')[0]} build)"
+            label += f" ({self.xnnpack_build.get('label') or (self.xnnpack_build.get('compiler') or 'own').split(' (')[0]} build)"
         return label
 
     @property

@@ -71,11 +71,12 @@ class Case:
     x: np.ndarray | None = None
     gpu_precision: str | None = None  # LiteRT GPU rows: fp16 (the accelerator's default) or fp32 (enforce_f32)
     xnnpack_library: str | None = None  # ExecuTorch rows: another build of its XNNPACK backend (edge/runtime/native.py)
+    xnnpack_tag: str = ""  # that build's name in labels: its folder (build/executorch_xnnpack/<compiler>/)
 
     @property
     def delegate_label(self) -> str:
         label = f"{self.delegate}/{self.gpu_precision}" if self.gpu_precision else self.delegate
-        return f"{label}/own-xnnpack" if self.xnnpack_library else label
+        return f"{label}/own-xnnpack:{self.xnnpack_tag}" if self.xnnpack_library else label
 
     @property
     def label(self) -> str:
@@ -109,11 +110,13 @@ def environment() -> dict:
     except OSError:
         pass
     from benchmarks.isa import cpu_features
+    from benchmarks.topology import core_to_core
 
     from edge.runtime.native import xnnpack_builds
 
     return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
             "machine": platform.machine(), "isa": cpu_features(), "xnnpack_builds": xnnpack_builds(),
+            "core_to_core": core_to_core(),
             "versions": tool_versions("ai-edge-litert", "executorch", "torch", "tensorflow-cpu", "numpy",
                                       "nasnet-edge")}
 
@@ -148,13 +151,24 @@ def _worker_spec(c: Case, image: str, warmup: int) -> dict:
             "gpu_precision": c.gpu_precision, "image": image, "warmup": warmup}
 
 
+def _same_case_but_threads(a: Case, b: Case) -> bool:
+    return (a.model, a.runtime, a.delegate, a.gpu_precision, a.xnnpack_library) == \
+        (b.model, b.runtime, b.delegate, b.gpu_precision, b.xnnpack_library)
+
+
 def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min_time: float,
-              progress: bool = True, case_timeout: float = DEFAULT_CASE_TIMEOUT_S) -> None:
+              progress: bool = True, case_timeout: float = DEFAULT_CASE_TIMEOUT_S, ceiling: bool = False) -> None:
     """Load every case in its own worker process, then time them interleaved (module docstring).
 
     Each round asks the live workers, in a shuffled order and one at a time, for ``runs // rounds`` timed
     runs. A worker that dies (a signal, an exit) or does not answer within ``case_timeout`` seconds makes
     its case an ``error`` with that reason; the others go on. Ctrl-C keeps what was finished.
+
+    ``ceiling`` (``--scaling-ceiling``): a 1-thread case with a sibling at N > 1 threads also gets N-1 more
+    workers of itself, and in each round, at its own place in the shuffled order, all N copies run at once
+    (``concurrent_times_ms``). N independent inferences share nothing but the machine (cores, caches, memory
+    bandwidth), so N x (1-thread time) / (time with N at once) is the most N threads can give this model on
+    this machine: the ceiling the N-thread speed-up is read against (:func:`thread_scaling`).
 
     Why not one process for all cases, as before: ExecuTorch sizes one thread pool per process and
     ``_unsafe_reset_threadpool`` frees the pool that every method loaded before still runs on, so an
@@ -172,6 +186,16 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
     loaded: set[int] = set()
     bar = None
 
+    copies: dict[int, list[CaseWorker]] = {}  # id(1-thread case) -> its extra workers (ceiling)
+
+    def drop_copies(c: Case, why: str = "") -> None:
+        if why:
+            log.warning("%s: no scaling ceiling (%s)", c.label, why)
+            c.meta.pop("concurrent_times_ms", None)
+            c.meta.pop("concurrent_copies", None)
+        for w in copies.pop(id(c), []):
+            w.close()
+
     def drop(c: Case, status: str, reason: str, log_tail: str = "", tb: str | None = None) -> None:
         if log_tail or tb:  # a crash, a hang or a bug, not a bad file: say so now, not only in the table
             log.warning("%s: %s", c.label, reason)
@@ -184,6 +208,7 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
             c.meta["completed_runs"] = len(c.times)
         if c in live:
             live.remove(c)
+        drop_copies(c)
         w = workers.pop(id(c), None)
         if w is not None:
             w.close()
@@ -211,15 +236,54 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
             c.meta["worker_pid"] = info["pid"]
             loaded.add(id(c))
             live.append(c)
+        for c in (live if ceiling else []):
+            n = max((o.threads for o in live if o.threads > 1 and _same_case_but_threads(o, c)), default=0)
+            if c.threads != 1 or n < 2 or c.delegate == "gpu":
+                continue
+            copies[id(c)] = []
+            for k in range(2, n + 1):
+                env = {ENV_EXECUTORCH_XNNPACK: c.xnnpack_library} if c.xnnpack_library else None
+                try:
+                    w = CaseWorker(f"{c.label} (copy {k} of {n})", env=env)
+                    copies[id(c)].append(w)
+                    reply = w.call(("load", _worker_spec(c, image, warmup)), case_timeout, "loading a copy")
+                except WorkerFailed as e:
+                    reply = ("error", e.reason)
+                if reply[0] != "ok":
+                    drop_copies(c, f"copy {k} of {n}: {reply[1]}")
+                    break
+            else:
+                c.meta.update(concurrent_copies=n, concurrent_times_ms=[])
         per_round = max(1, runs // rounds)
         rng = random.Random(0)
-        bar = tqdm(total=per_round * rounds * len(live), desc="timing", unit="run", disable=not progress)
+        per_round_runs = per_round * (len(live) + sum(1 + len(v) for v in copies.values()))
+        bar = tqdm(total=per_round_runs * rounds, desc="timing", unit="run", disable=not progress)
         t0 = time.perf_counter()
         r = 0
         while live and (r < rounds or (min_time and time.perf_counter() - t0 < min_time)):
-            order = live[:]
+            order = [(c, False) for c in live] + [(c, True) for c in live if id(c) in copies]
             rng.shuffle(order)  # interleave: no case always runs first after a pause
-            for c in order:
+            for c, together in order:
+                if c not in live or (together and id(c) not in copies):
+                    continue  # dropped earlier in this round
+                if together:  # all N copies at once: send to each, then collect each
+                    what = f"running {len(copies[id(c)]) + 1} copies at once (round {r + 1})"
+                    group = [workers[id(c)], *copies[id(c)]]
+                    try:
+                        for w in group:
+                            w.send(("run", per_round), what)
+                        replies = [w.receive(case_timeout, what) for w in group]
+                    except WorkerFailed as e:
+                        drop(c, "error", e.reason, e.log)
+                        continue
+                    bad = next((x for x in replies if x[0] != "ok"), None)
+                    if bad is not None:
+                        drop(c, "error", bad[1], tb=bad[2])
+                        continue
+                    for x in replies:
+                        c.meta["concurrent_times_ms"].extend(x[1])
+                    bar.update(per_round * len(group))
+                    continue
                 try:
                     reply = workers[id(c)].call(("run", per_round), case_timeout, f"during timed runs (round {r + 1})")
                 except WorkerFailed as e:
@@ -243,6 +307,8 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
     finally:
         if bar is not None:
             bar.close()
+        for c in cases:
+            drop_copies(c)
         for w in workers.values():
             w.close()
     for c in cases:
@@ -257,7 +323,7 @@ def case_record(c: Case) -> Record:
     m = c.meta
     fields: dict = {"gpu_precision": c.gpu_precision, "status": c.status,
                     **{k: m[k] for k in ("label", "adapter", "fully_accelerated", "executorch_pool_threads",
-                                         "xnnpack_build")
+                                         "xnnpack_build", "concurrent_copies", "concurrent_times_ms")
                        if k in m}}
     if "gpu_not_supported" in m:
         fields["gpu_not_supported"] = m["gpu_not_supported"]
@@ -334,6 +400,8 @@ def markdown(result: dict) -> str:
     if result.get("ratios_skipped"):
         lines += ["", "Not in the ratios:", ""]
         lines += [f"- {q['case']} (`{q['device']}`): {q['reason']}" for q in result["ratios_skipped"]]
+    lines += runtime_pair_lines(result)
+    lines += scaling_lines(result)
     lines += drift_lines(result)
     rec = result.get("recommendation") or {}
     if rec.get("items"):
@@ -405,6 +473,72 @@ def ratios(records: list[Record | dict], baseline: str | None) -> tuple[list[dic
     return out, skipped
 
 
+def runtime_pairs(records: list[Record | dict]) -> list[dict]:
+    """Each ExecuTorch row against the LiteRT row of the same network, precision, device, delegate and thread
+    count (the two converters' artifacts of one model), with a bootstrap 95% interval: how far ExecuTorch is from
+    LiteRT on the same graph, per build of its XNNPACK."""
+    rows = [r for r in as_records(records) if r.status is Status.OK and r.times_ms and r.precision and r.network]
+    out = []
+    for et in (r for r in rows if r.runtime.value == "executorch"):
+        lite = next((r for r in rows if r.runtime.value == "litert" and r.gpu_precision is None and
+                     (r.device, r.network, r.precision, r.delegate, r.threads) ==
+                     (et.device, et.network, et.precision, et.delegate, et.threads)), None)
+        if lite is not None:
+            out.append({"device": et.device, "case": et.case, "baseline": lite.case, "threads": et.threads,
+                        "precision": et.precision.value, **ratio_with_noise(et.times_ms, lite.times_ms)})
+    return out
+
+
+def runtime_pair_lines(result: dict) -> list[str]:
+    items = result.get("runtime_pairs") or []
+    if not items:
+        return []
+    lines = ["", "ExecuTorch against LiteRT, same network, precision and threads (median ratio, bootstrap 95% "
+             "interval; below 1: ExecuTorch faster):", "", "| ExecuTorch case | LiteRT case | ratio | 95% interval |",
+             "|---|---|---|---|"]
+    lines += [f"| {q['case']} | {q['baseline']} | {q['ratio']:.3f} | {q['ci95'][0]:.3f} - {q['ci95'][1]:.3f} |"
+              for q in items]
+    return lines
+
+
+def thread_scaling(records: list[Record | dict]) -> list[dict]:
+    """Per device and case, each N-thread row's speed-up over the same case at 1 thread (ratio of medians), and,
+    where the 1-thread row has ``--scaling-ceiling`` times for N copies at once, the ceiling N x (median alone) /
+    (median with N at once) and the share of it the N threads reach. A speed-up under its ceiling is the
+    threading's own cost (the pool's hand-offs, uneven tiles); the ceiling under N is the machine's (shared
+    caches, memory bandwidth, a busy host): more threads in the model cannot pass it."""
+    rows = [r for r in as_records(records) if r.status is Status.OK and r.median_ms]
+    out = []
+    for one in (r for r in rows if r.threads == 1):
+        key = (one.device, one.name, one.runtime, one.delegate_label)
+        for many in (r for r in rows if r.threads > 1 and (r.device, r.name, r.runtime, r.delegate_label) == key):
+            item = {"device": one.device, "case": f"{one.name} {one.runtime.value}/{one.delegate_label}",
+                    "threads": many.threads, "one_thread_ms": one.median_ms, "threads_ms": many.median_ms,
+                    "speedup": one.median_ms / many.median_ms}
+            if one.concurrent_copies == many.threads and one.concurrent_times_ms:
+                together = float(np.median(one.concurrent_times_ms))
+                item.update(copies_at_once_ms=together, ceiling=many.threads * one.median_ms / together)
+                item["share_of_ceiling"] = item["speedup"] / item["ceiling"]
+            out.append(item)
+    return out
+
+
+def scaling_lines(result: dict) -> list[str]:
+    items = result.get("scaling") or []
+    if not items:
+        return []
+    lines = ["", "Thread scaling (ratio of medians; ceiling: N copies of the 1-thread case at once, "
+             "N x alone / together, the most N threads can give on this machine):", "",
+             "| case | threads | 1 thread ms | N threads ms | speed-up | N copies at once, ms each | ceiling | "
+             "share of ceiling |", "|---|---|---|---|---|---|---|---|"]
+    for q in items:
+        extra = (f" {q['copies_at_once_ms']:.2f} | {q['ceiling']:.2f}x | {100 * q['share_of_ceiling']:.0f}% |"
+                 if "ceiling" in q else " | | |")
+        lines.append(f"| {q['case']} | {q['threads']} | {q['one_thread_ms']:.2f} | {q['threads_ms']:.2f} | "
+                     f"{q['speedup']:.2f}x |{extra}")
+    return lines
+
+
 def machine_drift(records: list[Record], per_round: int) -> list[dict]:
     """Per device and thread count, the slowdown every case saw in the same rounds (:func:`shared_drift`)."""
     groups: dict[tuple[str, int], dict[int, list[float]]] = {}
@@ -435,6 +569,8 @@ def drift_lines(result: dict) -> list[str]:
 
 def isa_lines(result: dict) -> list[str]:
     """The header line(s) naming each device's ISA class and features (older results have none)."""
+    from benchmarks.topology import core_latency_line
+
     out = []
     envs = result.get("devices") or {"local": result.get("environment") or {}}
     for name, env in envs.items():
@@ -448,6 +584,9 @@ def isa_lines(result: dict) -> list[str]:
                      for rt, b in builds.items()]
             out.append(f"XNNPACK builds{where}: {', '.join(parts)} (a GCC build spills registers in some "
                        "kernels and runs slower: int8 on AVX-512, fp32 and int8 on AVX2; docs/benchmarking.md)")
+        line = core_latency_line(env.get("core_to_core")) if isinstance(env, dict) else None
+        if line:
+            out.append(line + ("" if name == "local" else f" ({name})"))
     return out
 
 
@@ -594,10 +733,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accuracy-budget", type=float, default=DEFAULT_ACCURACY_BUDGET, metavar="POINTS",
                    help="top-1 points the recommended artifact may lose against its fp32 reference (from the "
                         f"manifests' validation reports; default {DEFAULT_ACCURACY_BUDGET:g})")
-    p.add_argument("--executorch-xnnpack", default=None, metavar="LIB",
+    p.add_argument("--executorch-xnnpack", action="append", default=[], metavar="LIB",
                    help="also time every .pte with this build of ExecuTorch's XNNPACK backend "
-                        "(libexecutorch_backend_xnnpack.so), each in its own worker beside the wheel's: the executorch "
-                        "wheel's GCC build runs 1.1-1.25x slower on AVX2 CPUs (docs/benchmarking.md)")
+                        "(libexecutorch_backend_xnnpack.so, e.g. from scripts/build_executorch_xnnpack.sh), each in its "
+                        "own worker beside the wheel's (repeatable: one twin per build): the executorch wheel's GCC "
+                        "build runs int8 1.2x slower on AVX-512 and 1.1-1.25x on AVX2 (docs/benchmarking.md)")
+    p.add_argument("--scaling-ceiling", action="store_true",
+                   help="with --threads 1,N: also run N copies of each 1-thread case at once, each in its own worker, "
+                        "in every round; N x its time alone / its time with N at once is the most N threads can "
+                        "give that model on this machine, and the table reads each N-thread speed-up against it")
     p.add_argument("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S, metavar="S",
                    help="seconds a case's worker may take for its load or one round of runs before it is killed "
                         f"and the case recorded as timed out (default {DEFAULT_CASE_TIMEOUT_S:g})")
@@ -652,11 +796,17 @@ def benchmark(args: argparse.Namespace) -> dict:
             raise UsageError(f"{m}: unsupported model type (expected .tflite, .pte, .pt, .h5 or 'default')")
         if m != "default" and not Path(m).is_file():
             raise UsageError(f"{m}: no such model file")
-    if getattr(args, "executorch_xnnpack", None):
-        lib = Path(args.executorch_xnnpack)
+    own_builds = getattr(args, "executorch_xnnpack", None) or []
+    if isinstance(own_builds, (str, Path)):
+        own_builds = [own_builds]
+    libs: dict[str, str] = {}  # tag -> resolved library
+    for lib in map(Path, own_builds):
         if not lib.is_file() or lib.name != "libexecutorch_backend_xnnpack.so":
             raise UsageError(f"--executorch-xnnpack {lib}: not a file named libexecutorch_backend_xnnpack.so (a build "
                              "of ExecuTorch's XNNPACK backend for the installed executorch)")
+        tag = lib.resolve().parent.name or "own"
+        tag = tag if tag not in libs else f"{tag}{len(libs) + 1}"
+        libs[tag] = str(lib.resolve())
     cases = []
     for m in args.models:
         for d in delegates:
@@ -668,8 +818,8 @@ def benchmark(args: argparse.Namespace) -> dict:
                     cases += [Case(m, rt, d, t, gpu_precision=gp) for gp in gpu_precisions]
                     continue
                 cases.append(Case(m, rt, d, t))
-                if rt == "executorch" and getattr(args, "executorch_xnnpack", None):
-                    cases.append(Case(m, rt, d, t, xnnpack_library=str(Path(args.executorch_xnnpack).resolve())))
+                if rt == "executorch":
+                    cases += [Case(m, rt, d, t, xnnpack_library=lib, xnnpack_tag=tag) for tag, lib in libs.items()]
     image = args.image or list_images(sample_images_dir())[0]
     devices = list(args.device)
     boards: dict[str, dict] = {}
@@ -688,6 +838,7 @@ def benchmark(args: argparse.Namespace) -> dict:
     for d in devices:  # one after the other, into one result file
         if d == "local":
             run_cases(cases, image, args.warmup, args.runs, args.rounds, args.min_time, progress=not args.quiet,
+                      ceiling=bool(getattr(args, "scaling_ceiling", False)),
                       case_timeout=case_timeout)
             recs = [case_record(c) for c in cases]
             device_envs[d] = environment()
@@ -718,6 +869,8 @@ def benchmark(args: argparse.Namespace) -> dict:
               "results": [r.to_dict() for r in records]}
     result["ratios"], result["ratios_skipped"] = ratios(records, args.baseline)
     result["drift"] = machine_drift(records, max(1, args.runs // args.rounds))
+    result["scaling"] = thread_scaling(records)
+    result["runtime_pairs"] = runtime_pairs(records)
     result["recommendation"] = {"accuracy_budget_points": budget, "basis": RECOMMENDATION_BASIS,
                                 "items": recommend(records, budget, device_envs)}
     return result

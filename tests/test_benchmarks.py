@@ -747,6 +747,64 @@ def test_ctrl_c_writes_the_runs_finished_so_far_and_stops_the_workers(tmp_path):
             os.kill(x["worker_pid"], 0)
 
 
+def test_the_scaling_ceiling_runs_n_copies_at_once_and_reads_the_speedup_against_it(tmp_path):
+    """--scaling-ceiling: the 1-thread case gets a second worker and, once per round, both run at once; the table
+    reads the 2-thread speed-up against 2 x alone / together."""
+    out = tmp_path / "bench"
+    r = run_module("benchmarks.run", SHIPPED_INT8, "--threads", "1,2", "--runs", "6", "--rounds", "2", "--warmup",
+                   "1", "--scaling-ceiling", "--output", out, "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    one, two = sorted(res["results"], key=lambda x: x["threads"])
+    assert one["concurrent_copies"] == 2 and len(one["concurrent_times_ms"]) == 2 * 6 and one["latency_ms"]["n"] == 6
+    assert "concurrent_copies" not in two and two["latency_ms"]["n"] == 6
+    (q,) = res["scaling"]
+    together = float(np.median(one["concurrent_times_ms"]))
+    assert q["threads"] == 2 and q["ceiling"] == pytest.approx(2 * one["latency_ms"]["median"] / together)
+    assert q["share_of_ceiling"] == pytest.approx(q["speedup"] / q["ceiling"])
+    assert q["speedup"] == pytest.approx(one["latency_ms"]["median"] / two["latency_ms"]["median"])
+    md = (out / "results.md").read_text()
+    assert "Thread scaling" in md and f"{q['ceiling']:.2f}x" in md
+
+
+def test_thread_scaling_pairs_each_case_with_itself_at_one_thread():
+    from benchmarks.run import thread_scaling
+
+    def rec(name, threads, ms, together=None):
+        r = {"model": name, "runtime": "litert", "delegate": "xnnpack", "threads": threads, "times_ms": [ms] * 5}
+        if together:
+            r.update(concurrent_copies=2, concurrent_times_ms=[together] * 10)
+        return r
+
+    items = thread_scaling([rec("a.tflite", 1, 10.0, 11.0), rec("a.tflite", 2, 6.0), rec("b.tflite", 1, 20.0),
+                            rec("b.tflite", 2, 10.0), rec("c.tflite", 2, 5.0)])
+    a, b = items
+    assert a["case"].startswith("a.tflite") and a["speedup"] == pytest.approx(10 / 6)
+    assert a["ceiling"] == pytest.approx(2 * 10 / 11) and a["share_of_ceiling"] == pytest.approx((10 / 6) / (20 / 11))
+    assert b["speedup"] == pytest.approx(2.0) and "ceiling" not in b  # no copies measured: no ceiling claimed
+    assert len(items) == 2  # c has no 1-thread row to compare with
+
+
+def test_runtime_pairs_compare_each_executorch_row_with_litert_on_the_same_network_precision_and_threads():
+    from benchmarks.run import runtime_pairs
+
+    def rec(name, runtime, precision, threads, ms, build=None):
+        r = {"model": name, "runtime": runtime, "delegate": "xnnpack", "threads": threads, "precision": precision,
+             "network": "nasnet_mobile@abc", "times_ms": [ms * (1 + 0.001 * i) for i in range(20)]}
+        if build:
+            r["xnnpack_build"] = {"override": True, "label": build}
+        return r
+
+    items = runtime_pairs([rec("a_int8.tflite", "litert", "int8", 1, 5.0), rec("a_int8.tflite", "litert", "int8", 2, 3.0),
+                           rec("a_fp32.tflite", "litert", "fp32", 1, 10.0), rec("a_int8.pte", "executorch", "int8", 1, 6.0),
+                           rec("a_int8.pte", "executorch", "int8", 1, 4.9, "clang 19.1.7"),
+                           rec("a_int8.pte", "executorch", "int8", 2, 3.3), rec("a_fp16.pte", "executorch", "fp16", 1, 9.0)])
+    assert [(q["baseline"], q["threads"], round(q["ratio"], 2)) for q in items] == [
+        ("a_int8.tflite litert/xnnpack/1t", 1, 1.2), ("a_int8.tflite litert/xnnpack/1t", 1, 0.98),
+        ("a_int8.tflite litert/xnnpack/2t", 2, 1.1)]  # the fp16 .pte has no LiteRT twin: not compared
+    assert "clang 19.1.7 build" in items[1]["case"] and items[1]["ci95"][0] <= items[1]["ratio"] <= items[1]["ci95"][1]
+
+
 def test_executorch_at_two_thread_counts_beside_litert_int8_completes(pte_fp32, tmp_path):
     """Issue 20's crash: <int8 .tflite> <fp32 .pte> --threads 1,2 died with SIGSEGV. ExecuTorch has one thread pool
     per process and _unsafe_reset_threadpool frees the pool earlier-loaded methods still run on (a use-after-free;
@@ -769,16 +827,27 @@ def test_a_pte_is_also_timed_with_another_build_of_executorchs_xnnpack(pte_fp32,
     from edge.runtime.native import xnnpack_builds
 
     lib = xnnpack_builds()["executorch"]["library"]
+    # a second "build": the same library under another folder, with the record scripts/build_executorch_xnnpack.sh
+    # writes beside what it builds (the table names a build by that record: compiler and flags)
+    other = tmp_path / "gcc-sched" / "libexecutorch_backend_xnnpack.so"
+    other.parent.mkdir()
+    shutil.copy(lib, other)
+    (tmp_path / "gcc-sched" / "libexecutorch_backend_xnnpack.so.json").write_text(json.dumps(
+        {"compiler": "gcc-sched", "flags": ["-fschedule-insns", "-fsched-pressure"]}))
     out = tmp_path / "bench"
-    r = run_module("benchmarks.run", pte_fp32["_path"], "--executorch-xnnpack", lib, "--runs", "2", "--rounds", "1",
-                   "--warmup", "0", "--output", out, "--quiet")
+    r = run_module("benchmarks.run", pte_fp32["_path"], "--executorch-xnnpack", lib, "--executorch-xnnpack", other,
+                   "--runs", "2", "--rounds", "1", "--warmup", "0", "--output", out, "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
     builds = [x.get("xnnpack_build") for x in res["results"]]
-    assert [x["status"] for x in res["results"]] == ["ok", "ok"] and [b["override"] for b in builds] == [False, True]
-    assert all(b["library"] == lib and b["compiler"].startswith("GCC") for b in builds), builds
+    assert [x["status"] for x in res["results"]] == ["ok"] * 3
+    assert [b["override"] for b in builds] == [False, True, True]
+    assert [b["library"] for b in builds] == [lib, lib, str(other)], builds
+    assert all(b["compiler"].startswith("GCC") for b in builds), builds
+    assert builds[2]["label"] == f"{builds[2]['compiler'].split(' (')[0]} -fschedule-insns -fsched-pressure"
     md = (out / "results.md").read_text()
     assert "xnnpack (GCC 13.3.1 build)" in md and "XNNPACK builds: litert clang" in md
+    assert "xnnpack (GCC 13.3.1 -fschedule-insns -fsched-pressure build)" in md
     bad = run_module("benchmarks.run", pte_fp32["_path"], "--executorch-xnnpack", tmp_path / "libother.so")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "libexecutorch_backend_xnnpack.so" in bad.stderr
 
