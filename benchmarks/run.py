@@ -536,6 +536,14 @@ def scaling_lines(result: dict) -> list[str]:
                  if "ceiling" in q else " | | |")
         lines.append(f"| {q['case']} | {q['threads']} | {q['one_thread_ms']:.2f} | {q['threads_ms']:.2f} | "
                      f"{q['speedup']:.2f}x |{extra}")
+    poor = [q for q in items if q.get("share_of_ceiling", 1.0) < 0.75]
+    if poor:
+        best = max(poor, key=lambda q: q["ceiling"])
+        lines += ["", f"Threads reach under 75% of the ceiling here (as low as "
+                  f"{100 * min(q['share_of_ceiling'] for q in poor):.0f}%): the machine gives N independent inferences "
+                  f"their full speed, but not one inference split N ways (see the core-to-core latency above). For "
+                  f"throughput, run N one-thread inferences at once (up to {best['ceiling']:.2f}x the images per "
+                  f"second of one); for latency, the N-thread figures above are what this machine gives."]
     return lines
 
 
