@@ -199,6 +199,19 @@ class Case:
         fault("run", self.label)
         return [time_once(self.runner, self.x) for _ in range(n)]
 
+    def outputs(self, images: int):
+        """The model's outputs on the first ``images`` shipped validation photos (0: all), in a fixed order: what
+        the harness compares between two builds of the same runtime."""
+        import numpy as np
+
+        from converters.common import package_folder
+        from edge.preprocessing import list_images, preprocess_batch
+
+        photos = list_images(package_folder("validation"))
+        photos = photos[:images] if images > 0 else photos
+        xs = preprocess_batch(photos, self.runner.preprocessing).astype(np.float32)
+        return np.stack([np.asarray(self.runner.predict(x[None]))[0] for x in xs])
+
 
 def _error_reply(e: BaseException) -> tuple:
     from edge.errors import UserError
@@ -233,6 +246,8 @@ def serve(rx: Connection, tx: Connection) -> int:
                 reply = ("ok", case.load())
             elif op == "run":
                 reply = ("ok", case.run(int(req[1])))
+            elif op == "outputs":
+                reply = ("ok", case.outputs(int(req[1])))
             elif op == "memory":
                 reply = ("ok", {"process_peak_rss_mb": peak_rss_mb(), "rss_mb": rss_mb()})
             else:

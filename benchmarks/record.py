@@ -108,6 +108,7 @@ class Record:
     gpu_not_supported: list | None = None  # LiteRT GPU rows: what the accelerator left to the CPU
     executorch_pool_threads: int | None = None  # the XNNPACK pool the method ran on
     xnnpack_build: dict | None = None  # ExecuTorch rows: the XNNPACK backend library mapped and its compiler
+    outputs_vs_wheel: dict | None = None  # rows of another XNNPACK build: outputs against the wheel build's
     emulated: bool | None = None  # SSH boards: the board is emulated (qemu); latencies are functional checks
     # --- timings (milliseconds)
     times_ms: list[float] = field(default_factory=list)  # every timed run, in the order they ran

@@ -156,8 +156,39 @@ def _same_case_but_threads(a: Case, b: Case) -> bool:
         (b.model, b.runtime, b.delegate, b.gpu_precision, b.xnnpack_library)
 
 
+def check_builds_against_wheel(live: list[Case], workers: dict, images: int, timeout: float) -> None:
+    """Each case timed with another build of ExecuTorch's XNNPACK (``--executorch-xnnpack``) against the same case
+    on the wheel's build: their outputs on the first ``images`` shipped validation photos, compared in the case's
+    ``outputs_vs_wheel`` (bit-identical, max difference, top-1 agreement). A build that is faster but computes
+    something else is no fix; a compiler may legally change fp32 rounding (contraction into FMAs), not int8."""
+    from benchmarks.case_worker import WorkerFailed
+
+    for c in [c for c in live if c.xnnpack_library]:
+        same = (c.model, c.runtime, c.delegate, c.gpu_precision, c.threads)
+        wheel = next((o for o in live if not o.xnnpack_library and
+                      (o.model, o.runtime, o.delegate, o.gpu_precision, o.threads) == same), None)
+        if wheel is None:
+            continue
+        try:
+            got = [workers[id(x)].call(("outputs", images), timeout, "computing outputs to compare builds")
+                   for x in (wheel, c)]
+        except WorkerFailed as e:
+            c.meta["outputs_vs_wheel"] = {"error": e.reason}
+            continue
+        if any(g[0] != "ok" for g in got):
+            c.meta["outputs_vs_wheel"] = {"error": next(g[1] for g in got if g[0] != "ok")}
+            continue
+        ref, out = (np.asarray(g[1], np.float64) for g in got)
+        d = np.abs(out - ref) if out.shape == ref.shape else None
+        c.meta["outputs_vs_wheel"] = {
+            "images": int(len(ref)), "bit_identical": bool(d is not None and np.array_equal(out, ref)),
+            "max_abs_diff": float(d.max()) if d is not None and d.size else None,
+            "top1_agreement": float((out.argmax(-1) == ref.argmax(-1)).mean()) if d is not None else 0.0}
+
+
 def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min_time: float,
-              progress: bool = True, case_timeout: float = DEFAULT_CASE_TIMEOUT_S, ceiling: bool = False) -> None:
+              progress: bool = True, case_timeout: float = DEFAULT_CASE_TIMEOUT_S, ceiling: bool = False,
+              verify_images: int = 50) -> None:
     """Load every case in its own worker process, then time them interleaved (module docstring).
 
     Each round asks the live workers, in a shuffled order and one at a time, for ``runs // rounds`` timed
@@ -295,6 +326,7 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
                 c.times.extend(reply[1])
                 bar.update(per_round)
             r += 1
+        check_builds_against_wheel(live, workers, verify_images, case_timeout)
         for c in live:  # peak memory over the timed runs too: the worker's own high-water mark
             try:
                 reply = workers[id(c)].call(("memory",), 30, "reading its memory")
@@ -323,7 +355,8 @@ def case_record(c: Case) -> Record:
     m = c.meta
     fields: dict = {"gpu_precision": c.gpu_precision, "status": c.status,
                     **{k: m[k] for k in ("label", "adapter", "fully_accelerated", "executorch_pool_threads",
-                                         "xnnpack_build", "concurrent_copies", "concurrent_times_ms")
+                                         "xnnpack_build", "concurrent_copies", "concurrent_times_ms",
+                                         "outputs_vs_wheel")
                        if k in m}}
     if "gpu_not_supported" in m:
         fields["gpu_not_supported"] = m["gpu_not_supported"]
@@ -401,6 +434,7 @@ def markdown(result: dict) -> str:
         lines += ["", "Not in the ratios:", ""]
         lines += [f"- {q['case']} (`{q['device']}`): {q['reason']}" for q in result["ratios_skipped"]]
     lines += runtime_pair_lines(result)
+    lines += build_check_lines(records)
     lines += scaling_lines(result)
     lines += drift_lines(result)
     rec = result.get("recommendation") or {}
@@ -498,6 +532,25 @@ def runtime_pair_lines(result: dict) -> list[str]:
              "|---|---|---|---|"]
     lines += [f"| {q['case']} | {q['baseline']} | {q['ratio']:.3f} | {q['ci95'][0]:.3f} - {q['ci95'][1]:.3f} |"
               for q in items]
+    return lines
+
+
+def build_check_lines(records: list[Record]) -> list[str]:
+    rows = [r for r in records if r.outputs_vs_wheel]
+    if not rows:
+        return []
+    lines = ["", "Other builds of ExecuTorch's XNNPACK against the wheel's, same case, outputs on shipped validation "
+             "photos:", ""]
+    for r in rows:
+        v = r.outputs_vs_wheel
+        if "error" in v:
+            lines.append(f"- {r.case}: not compared ({v['error']})")
+        elif v["bit_identical"]:
+            lines.append(f"- {r.case}: bit-identical on {v['images']} photos")
+        else:
+            diff = "shapes differ" if v["max_abs_diff"] is None else f"max abs difference {v['max_abs_diff']:.3g}"
+            lines.append(f"- {r.case}: **not bit-identical** on {v['images']} photos ({diff}, top-1 agreement "
+                         f"{100 * v['top1_agreement']:.1f}%)")
     return lines
 
 
@@ -769,7 +822,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remote devices: run shipped validation photos through each artifact there and here and "
                         "compare the outputs (default on; --no-verify to time only)")
     p.add_argument("--verify-images", type=int, default=50,
-                   help="how many shipped validation photos --verify uses (0: all 200; default 50)")
+                   help="how many shipped validation photos --verify, and the comparison of each "
+                        "--executorch-xnnpack build with the wheel's, use (0: all 200; default 50)")
     p.add_argument("--setup", action="store_true",
                    help="ssh:// boards: install the runtime into a venv on the board (~/.nasnet-edge/venv) first")
     p.add_argument("--litert-benchmark", default=None, help="Android LiteRT benchmark_model binary to push (adb)")
@@ -847,6 +901,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         if d == "local":
             run_cases(cases, image, args.warmup, args.runs, args.rounds, args.min_time, progress=not args.quiet,
                       ceiling=bool(getattr(args, "scaling_ceiling", False)),
+                      verify_images=int(getattr(args, "verify_images", 50)),
                       case_timeout=case_timeout)
             recs = [case_record(c) for c in cases]
             device_envs[d] = environment()

@@ -848,6 +848,11 @@ def test_a_pte_is_also_timed_with_another_build_of_executorchs_xnnpack(pte_fp32,
     md = (out / "results.md").read_text()
     assert "xnnpack (GCC 13.3.1 build)" in md and "XNNPACK builds: litert clang" in md
     assert "xnnpack (GCC 13.3.1 -fschedule-insns -fsched-pressure build)" in md
+    # each other build's outputs against the wheel build's, on shipped validation photos: the same library, so exact
+    checks = [x.get("outputs_vs_wheel") for x in res["results"]]
+    assert checks[0] is None and all(c["bit_identical"] and c["images"] == 50 and c["top1_agreement"] == 1.0
+                                     for c in checks[1:]), checks
+    assert md.count(": bit-identical on 50 photos") == 2
     bad = run_module("benchmarks.run", pte_fp32["_path"], "--executorch-xnnpack", tmp_path / "libother.so")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "libexecutorch_backend_xnnpack.so" in bad.stderr
 
