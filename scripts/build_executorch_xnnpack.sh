@@ -49,8 +49,6 @@ case $compiler in
   gcc) cc=gcc; cxx=g++; flags="" ;;
   *) die "--compiler $compiler: choose clang, gcc-sched or gcc" ;;
 esac
-command -v "$cxx" >/dev/null || die "$cxx is not installed (apt-get install ${cxx%%-*})"
-command -v cmake >/dev/null || die "cmake is not installed (apt-get install cmake ninja-build)"
 python=${PYTHON:-python}
 read -r et_version et_commit wheel_lib < <("$python" - <<'PY'
 import importlib.util, pathlib, sys
@@ -66,7 +64,12 @@ print(__version__, git_version or "unknown", lib if (lib / "libexecutorch.so").i
 PY
 )
 [ "$wheel_lib" != none ] || die "no executorch wheel with lib/libexecutorch.so in $python (pip install executorch)"
+need_tools() {
+  command -v "$cxx" >/dev/null || die "$cxx is not installed (apt-get install ${cxx%%-*})"
+  command -v cmake >/dev/null || die "cmake is not installed (apt-get install cmake ninja-build)"
+}
 if [ -z "$src" ]; then
+  need_tools  # before a clone, not after it
   src=$root/build/executorch_src
   if [ ! -d "$src/.git" ]; then
     [ "$et_commit" != unknown ] || die "the installed executorch does not say its commit; pass --src DIR"
@@ -92,6 +95,7 @@ if [ -z "$label" ]; then
   label=$(git -C "$src" rev-parse HEAD 2>/dev/null || echo "unknown commit")
   [ "$label" = "$et_commit" ] || echo "note: $src is at $label, the wheel was built from $et_commit" >&2
 fi
+need_tools
 out=${out:-$root/build/executorch_xnnpack/$compiler}
 build=$out/cmake-build
 mkdir -p "$out"

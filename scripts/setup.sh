@@ -13,6 +13,10 @@ command -v kotlinc >/dev/null 2>&1 || need+=(kotlin)
 # qemu-user-static + binfmt-support + debootstrap: the emulated aarch64 board (benchmarks.board, docs/boards.md)
 [ -x /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static binfmt-support)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+# compilers and binutils: the kernel-profile test builds a library, the core-to-core probe is C
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v objdump >/dev/null 2>&1 || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
