@@ -77,6 +77,7 @@ class Job:
     threshold: float | None = None  # --fail-under-agreement, as a fraction
     name: str | None = None  # --name: the artifact's base name instead of the configuration's
     crop_fraction: float | None = None  # --crop-fraction: the artifact's preprocessing crop instead of the model's
+    frame_input: bool = False  # --frame-input (LiteRT): the whole square in, the center crop inside the model
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Job:
@@ -84,7 +85,8 @@ class Job:
                    calibration=args.calibration, num_calibration=args.num_calibration, validation=args.validation,
                    lowered=not args.no_lowering, cells=bool(args.cells),
                    threshold=agreement_threshold(args.fail_under_agreement), name=args.name,
-                   crop_fraction=crop_fraction(args.crop_fraction))
+                   crop_fraction=crop_fraction(args.crop_fraction),
+                   frame_input=bool(getattr(args, "frame_input", False)))
 
     @property
     def calibrated(self) -> bool:
@@ -99,6 +101,39 @@ class Reference:
     logits: np.ndarray
 
 
+@dataclass(frozen=True)
+class FrameInput:
+    """``--frame-input``: the artifact takes the whole center square at ``frame`` pixels and crops the network's
+    ``size`` x ``size`` center inside the graph, ``pad`` pixels off each side.
+
+    Why (issue 19, docs/clients.md): MediaPipe Tasks and other standard clients resize the whole frame to the
+    model's input; the toolkit center-crops 87.5% first. With a 256-pixel input whose center 224 the model
+    slices, such a client resizes to 256 and the model sees the toolkit's crop: resizing the square to
+    size / crop_fraction and taking the center ``size`` samples the image at the same points as cropping
+    ``crop_fraction`` and resizing to ``size`` (same scale, same half-pixel centers; only the outermost ring's
+    bilinear neighbours differ, inside the image instead of clamped at the crop's edge)."""
+    size: int
+    frame: int
+
+    @property
+    def pad(self) -> int:
+        return (self.frame - self.size) // 2
+
+    @classmethod
+    def of(cls, pre: Preprocessing) -> "FrameInput":
+        frame = int(round(pre.size / pre.crop_fraction))
+        frame += (frame - pre.size) % 2  # an even margin: the same number of pixels off each side
+        return cls(pre.size, frame)
+
+    def preprocessing(self, pre: Preprocessing) -> Preprocessing:
+        """What the artifact declares: the whole center square, resized to ``frame``."""
+        return dataclasses.replace(pre, size=self.frame, crop_fraction=1.0)
+
+    def center(self, batch: np.ndarray) -> np.ndarray:
+        """The network's input inside a batch of frames (NHWC)."""
+        return batch[:, self.pad:self.pad + self.size, self.pad:self.pad + self.size]
+
+
 @dataclass
 class Loaded:
     """The load stage's result: shared by every precision of a run."""
@@ -106,6 +141,7 @@ class Loaded:
     validation: ImageSet
     calibration: ImageSet | None
     reference: Reference
+    frame: FrameInput | None = None  # --frame-input: validation and calibration hold frames
 
     @property
     def config(self):
@@ -342,6 +378,11 @@ def load(job: Job, backend: Backend, progress: Stages) -> Loaded:
             source = dataclasses.replace(source, config=cfg.with_(
                 preprocessing=dataclasses.replace(cfg.preprocessing, crop_fraction=job.crop_fraction)))
         pre = source.config.preprocessing
+        frame = None
+        if job.frame_input and FrameInput.of(pre).pad > 0:  # the artifact's images are frames; the reference
+            # network sees their center (no crop to take: the network's input is already the whole square)
+            frame = FrameInput.of(pre)
+            pre = frame.preprocessing(pre)
         validation = load_images(job.validation or package_folder("validation"), pre, what="validation")
         calibration = None
         if job.calibrated:  # never a validation image, when both come from one folder
@@ -349,8 +390,8 @@ def load(job: Job, backend: Backend, progress: Stages) -> Loaded:
                                       limit=job.num_calibration, what="calibration",
                                       exclude={f.resolve() for f in validation.files})
     with progress.stage("build the reference network and predict the validation images", Stage.REFERENCE.value):
-        reference = backend.reference(source, validation.batch)
-    return Loaded(source, validation, calibration, reference)
+        reference = backend.reference(source, frame.center(validation.batch) if frame else validation.batch)
+    return Loaded(source, validation, calibration, reference, frame)
 
 
 def _convert_one(job: Job, backend: Backend, loaded: Loaded, built: dict, precision: Precision, out_dir: Path,

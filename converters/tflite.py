@@ -205,6 +205,16 @@ def convert_keras(model, precision: Precision, calibration=None, io: str = "int8
             raise ConversionError(f"TFLite conversion failed: {str(e).splitlines()[0][:200]} {detail}".strip()) from None
 
 
+def frame_input_model(model, frame):
+    """``model`` behind a center crop: it takes ``frame.frame`` pixels square and gives ``model`` the center
+    ``frame.size`` (one STRIDED_SLICE in the flatbuffer, run by XNNPACK; :class:`converters.pipeline.FrameInput`)."""
+    import tensorflow as tf
+
+    x = tf.keras.Input((frame.frame, frame.frame, int(model.inputs[0].shape[-1])), name="frame")
+    y = tf.keras.layers.Cropping2D(frame.pad, name="center_crop")(x)
+    return tf.keras.Model(x, model(y), name=f"{model.name}_frame_input")
+
+
 def embed_metadata(flatbuffer: bytes, manifest: dict, labels: list[str]) -> bytes:
     """Embed the standard TFLite metadata and the toolkit's manifest; append labels.txt + manifest.json as a zip.
 
@@ -415,10 +425,13 @@ class LiteRTBackend(Backend):
         if job.lowered or grid is not None:  # else the stock float graph is the reference itself
             model = emit_keras(plan, classifier_activation=None)
             load_keras_weights(model, weights)
+        pre, network = grid.preprocessing if grid else loaded.config.preprocessing, model
+        if loaded.frame is not None:  # frame input: the whole square in, the network's crop sliced inside
+            model, pre = frame_input_model(model, loaded.frame), loaded.frame.preprocessing(pre)
         # the float form is converted once per float precision: its SavedModel is written once (KerasExport)
         export = KerasExport(model) if grid is None else None
-        return Built(plan, model, weights, grid.preprocessing if grid else loaded.config.preprocessing,
-                     input_shift=grid.delta if grid else 0.0, extra={"grid": grid, "export": export})
+        return Built(plan, model, weights, pre, input_shift=grid.delta if grid else 0.0,
+                     extra={"grid": grid, "export": export, "network": network})
 
     def artifact_name(self, job: Job, base: str, precision: Precision) -> str:
         return f"{base}{'_gpu' if self.gpu and not job.name else ''}_{precision.value}.tflite"
@@ -484,11 +497,13 @@ class LiteRTBackend(Backend):
         calibration = None
         if precision is Precision.INT8:
             calibration = loaded.calibration.batch + np.float32(built.input_shift)
+            if loaded.frame is not None:  # the parts are the network's own: its input is the frames' center
+                calibration = loaded.frame.center(calibration)
         # the parts take the range method the whole model's 'auto' chose
         ranges = ((converted.quantization.activation_ranges or {}) if converted.quantization else {}).get(
             "method", self.activation_ranges)
-        return export_cells(built.plan, built.weights, precision, calibration, self.io, folder, built.model,
-                            ranges=ranges, backend=self.backend)
+        return export_cells(built.plan, built.weights, precision, calibration, self.io, folder,
+                            built.extra["network"], ranges=ranges, backend=self.backend)
 
 
 # ----------------------------------------------------------------------------- the command
@@ -510,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
                    help="'gpu': the edge form for LiteRT's GPU accelerator (fp32/fp16; no PAD -> MAX_POOL_2D, "
                         "docs/gpu.md), named <model>_edge_gpu_<precision>.tflite, with a GPU delegation report")
+    p.add_argument("--frame-input", action=argparse.BooleanOptionalAction, default=True,
+                   help="the model takes the whole center square resized to size / crop fraction (NASNet: 256 for "
+                        "its 224 crop) and crops its center inside the graph (one delegated slice), so a client "
+                        "that resizes the whole frame to the model's input, as MediaPipe Tasks does, sees the "
+                        "toolkit's center crop (docs/clients.md); --no-frame-input: the network's own input, the "
+                        "crop left to the client")
     p.add_argument("--gpu-images", type=int, default=8,
                    help="--target gpu: validation images also run on the GPU (fp32 and fp16), where an adapter exists")
     return p

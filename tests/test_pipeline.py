@@ -287,3 +287,26 @@ def test_the_shipped_schema_1_artifact_still_loads_and_passes_its_integrity_chec
     assert verify_against_manifest(path)["sha256"]
     runner = open_model(path)
     assert len(runner.labels) == 10 and runner.preprocessing.size == 224
+
+
+def test_frame_input_samples_the_image_where_the_crop_does():
+    """--frame-input (the LiteRT default): resize the square to size / crop fraction and take the center ``size``:
+    the same sampling points as cropping and resizing (converters/pipeline.py FrameInput), up to the border ring."""
+    import cv2
+
+    from converters.pipeline import FrameInput
+    from edge.model.config import Preprocessing
+    from edge.preprocessing import preprocess
+
+    pre = Preprocessing()  # NASNet: 224 px at 87.5%
+    f = FrameInput.of(pre)
+    assert (f.size, f.frame, f.pad) == (224, 256, 16)
+    assert f.preprocessing(pre).size == 256 and f.preprocessing(pre).crop_fraction == 1.0
+    odd = FrameInput.of(Preprocessing(size=64))  # 64 / 0.875 = 73.1: widened to an even margin
+    assert (odd.frame - odd.size) % 2 == 0 and odd.pad == 5
+    rng = np.random.default_rng(0)
+    square = cv2.GaussianBlur(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8), (0, 0), 3)  # a smooth image
+    via_frame = f.center(preprocess(square, f.preprocessing(pre), bgr=False)[None])[0]
+    via_crop = preprocess(square, pre, bgr=False)
+    inner = np.abs(via_frame - via_crop)[2:-2, 2:-2]
+    assert via_frame.shape == via_crop.shape == (224, 224, 3) and inner.max() < 0.02, inner.max()

@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_one_line_error, run_module
 from converters.common import artifact_base
 from edge.model.config import NASNetConfig as Config
-from edge.runtime.runners import LiteRTRunner, open_model, read_tflite_embedded_manifest, TorchRunner
+from edge.runtime.runners import LiteRTRunner, _litert, open_model, read_tflite_embedded_manifest, TorchRunner
 from edge.preprocessing import list_images, preprocess_batch
 from edge.model.verify import sample_images_dir
 
@@ -102,7 +102,11 @@ def test_labels_and_preprocessing_are_embedded_in_the_tflite(tflite_int8, tflite
     embedded = read_tflite_embedded_manifest(path)
     assert embedded["labels"] == tflite_int8["labels"] and len(embedded["labels"]) == 10
     # int8: mean 128 / std 127.5, the input on the pixel grid (converters/quantized_input.py, docs/clients.md)
-    assert embedded["preprocessing"]["size"] == 224 and embedded["preprocessing"]["mean"] == 128.0
+    assert embedded["preprocessing"]["mean"] == 128.0
+    # frame input (the default, issue 19): the whole square at 256 px in, the network's 224 crop sliced inside
+    assert embedded["preprocessing"]["size"] == 256 and embedded["preprocessing"]["crop_fraction"] == 1.0
+    interp = _litert()[0](model_path=str(path))
+    assert list(interp.get_input_details()[0]["shape"]) == [1, 256, 256, 3]
     with zipfile.ZipFile(path) as z:
         assert z.read("labels.txt").decode().splitlines() == tflite_int8["labels"]
     # without the manifest beside it, a runner still finds labels and preprocessing in the file
