@@ -237,7 +237,7 @@ def embed_metadata(flatbuffer: bytes, manifest: dict, labels: list[str]) -> byte
         raise ConversionError(f"the model has {classes} outputs but {len(labels)} labels")
     types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     io_type = types[graph.tensors[graph.inputs[0]].type]
-    standard = model_metadata(manifest, labels, io_type)
+    standard = model_metadata(manifest, labels, io_type, network_input=_sliced_input(model))
     taken = {m.name.decode() if isinstance(m.name, bytes) else m.name for m in model.metadata or []}
     for name, payload in ((STANDARD_METADATA_NAME, standard),
                           (TFLITE_METADATA_NAME, json.dumps(manifest, sort_keys=True).encode())):
@@ -252,6 +252,29 @@ def embed_metadata(flatbuffer: bytes, manifest: dict, labels: list[str]) -> byte
         model.metadata = (model.metadata or []) + [md]
     out = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
     return out + associated_files_zip(labels, manifest)
+
+
+def _sliced_input(model) -> int | None:
+    """The side of the square the graph slices out of its input first (frame input: 224 of 256), following a
+    QUANTIZE of the input; None when the input is not sliced."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    graph = model.subgraphs[0]
+    codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    tensor = graph.inputs[0]
+    for _ in range(2):
+        op = next((o for o in graph.operators if o.inputs is not None and tensor in list(o.inputs)), None)
+        if op is None:
+            return None
+        code = model.operatorCodes[op.opcodeIndex]
+        name = codes.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+        if name in ("STRIDED_SLICE", "SLICE"):
+            shape = list(graph.tensors[op.outputs[0]].shape)
+            return int(shape[1]) if len(shape) == 4 and shape[1] == shape[2] else None
+        if name != "QUANTIZE":
+            return None
+        tensor = op.outputs[0]
+    return None
 
 
 # ----------------------------------------------------------------------------- reports

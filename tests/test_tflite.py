@@ -107,6 +107,10 @@ def test_labels_and_preprocessing_are_embedded_in_the_tflite(tflite_int8, tflite
     assert embedded["preprocessing"]["size"] == 256 and embedded["preprocessing"]["crop_fraction"] == 1.0
     interp = _litert()[0](model_path=str(path))
     assert list(interp.get_input_details()[0]["shape"]) == [1, 256, 256, 3]
+    from edge.artifact.tflite_metadata import read_metadata
+
+    image = read_metadata(path.read_bytes())["subgraphMetadata"][0]["inputTensorMetadata"][0]
+    assert "The model crops its center 224x224 itself" in image["description"]  # what a metadata client reads
     with zipfile.ZipFile(path) as z:
         assert z.read("labels.txt").decode().splitlines() == tflite_int8["labels"]
     # without the manifest beside it, a runner still finds labels and preprocessing in the file

@@ -96,11 +96,19 @@ def _default_model_sha256() -> str | None:
         return None
 
 
-def _input_description(pre: dict, io_type: str) -> str:
+def _input_description(pre: dict, io_type: str, network_input: int | None = None) -> str:
     size, crop = int(pre["size"]), float(pre["crop_fraction"])
-    text = (f"RGB image, {size}x{size}, NHWC. The toolkit takes the center square of {100 * crop:g}% of the "
-            f"shorter side and resizes it bilinearly; MediaPipe resizes the whole frame unless given a region of "
-            f"interest. Values: (pixel - {pre['mean']:g}) / {pre['std']:g}.")
+    if network_input and network_input < size:  # frame input (converters/pipeline.py FrameInput): the model crops
+        inner = network_input
+        text = (f"RGB image, {size}x{size}, NHWC: the whole center square of the frame (the shorter side), resized "
+                f"bilinearly. The model crops its center {inner}x{inner} itself ({100 * inner / size:.1f}% of the "
+                f"side, the network's own crop), so a client that resizes the whole square frame, as MediaPipe "
+                f"does, gives the network its crop; pass a non-square frame's center square as the region of "
+                f"interest. Values: (pixel - {pre['mean']:g}) / {pre['std']:g}.")
+    else:
+        text = (f"RGB image, {size}x{size}, NHWC. The toolkit takes the center square of {100 * crop:g}% of the "
+                f"shorter side and resizes it bilinearly; MediaPipe resizes the whole frame unless given a region "
+                f"of interest. Values: (pixel - {pre['mean']:g}) / {pre['std']:g}.")
     if io_type == "uint8":
         text += " uint8 input: the raw pixels; the tensor's quantization applies that normalization exactly."
     elif io_type == "int8":
@@ -116,11 +124,12 @@ def _output_description(n: int, io_type: str) -> str:
     return text
 
 
-def model_metadata(manifest: dict, labels: list[str], io_type: str) -> bytes:
+def model_metadata(manifest: dict, labels: list[str], io_type: str, network_input: int | None = None) -> bytes:
     """The ``TFLITE_METADATA`` flatbuffer (identifier ``M001``) for a toolkit classifier.
 
     ``manifest``: the toolkit's embedded manifest (``preprocessing``, ``about``); ``io_type``: the model's
-    actual input/output type, 'float32', 'uint8' or 'int8'.
+    actual input/output type, 'float32', 'uint8' or 'int8'; ``network_input``: the side of the square the model
+    slices out of its input itself (frame input), where it does.
     """
     import flatbuffers
 
@@ -133,7 +142,7 @@ def model_metadata(manifest: dict, labels: list[str], io_type: str) -> bytes:
 
     image = md.TensorMetadataT()
     image.name = INPUT_NAME
-    image.description = _input_description(pre, io_type)
+    image.description = _input_description(pre, io_type, network_input)
     image.content = md.ContentT()
     image.content.contentPropertiesType = md.ContentProperties.ImageProperties
     props = md.ImagePropertiesT()
