@@ -204,12 +204,10 @@ class Case:
         the harness compares between two builds of the same runtime."""
         import numpy as np
 
-        from converters.common import package_folder
-        from edge.preprocessing import list_images, preprocess_batch
+        from benchmarks.devices import validation_photos
+        from edge.preprocessing import preprocess_batch
 
-        photos = list_images(package_folder("validation"))
-        photos = photos[:images] if images > 0 else photos
-        xs = preprocess_batch(photos, self.runner.preprocessing).astype(np.float32)
+        xs = preprocess_batch(validation_photos(images), self.runner.preprocessing).astype(np.float32)
         return np.stack([np.asarray(self.runner.predict(x[None]))[0] for x in xs])
 
 

@@ -156,14 +156,21 @@ def expected_sha256(path: Path) -> str:
     return (manifest or {}).get("sha256") or sha256(path)
 
 
-def verification_inputs(models: list[str], images: int) -> tuple[list[Path], dict[str, np.ndarray]]:
-    """The shipped validation photos (the first ``images``, in a fixed order), preprocessed per model."""
+def validation_photos(images: int) -> list[Path]:
+    """The first ``images`` shipped validation photos (0: all), in a fixed order: what outputs are compared on."""
     from converters.common import package_folder
-    from edge.preprocessing import list_images, preprocess_batch
-    from edge.runtime.runners import read_artifact_info
+    from edge.preprocessing import list_images
 
     photos = list_images(package_folder("validation"))
-    photos = photos[:images] if images > 0 else photos
+    return photos[:images] if images > 0 else photos
+
+
+def verification_inputs(models: list[str], images: int) -> tuple[list[Path], dict[str, np.ndarray]]:
+    """The shipped validation photos (the first ``images``, in a fixed order), preprocessed per model."""
+    from edge.preprocessing import preprocess_batch
+    from edge.runtime.runners import read_artifact_info
+
+    photos = validation_photos(images)
     batches: dict[str, np.ndarray] = {}
     for m in models:
         pre = read_artifact_info(Path(m)).preprocessing

@@ -151,9 +151,18 @@ def _worker_spec(c: Case, image: str, warmup: int) -> dict:
             "gpu_precision": c.gpu_precision, "image": image, "warmup": warmup}
 
 
+def _artifact_key(c: Case) -> tuple:
+    """What a case runs, whatever its thread count and its build of ExecuTorch's XNNPACK."""
+    return c.model, c.runtime, c.delegate, c.gpu_precision
+
+
+def _worker_env(c: Case) -> dict | None:
+    """The environment a case's worker adds: the build of ExecuTorch's XNNPACK it maps, where it has one."""
+    return {ENV_EXECUTORCH_XNNPACK: c.xnnpack_library} if c.xnnpack_library else None
+
+
 def _same_case_but_threads(a: Case, b: Case) -> bool:
-    return (a.model, a.runtime, a.delegate, a.gpu_precision, a.xnnpack_library) == \
-        (b.model, b.runtime, b.delegate, b.gpu_precision, b.xnnpack_library)
+    return (_artifact_key(a), a.xnnpack_library) == (_artifact_key(b), b.xnnpack_library)
 
 
 def check_builds_against_wheel(live: list[Case], workers: dict, images: int, timeout: float) -> None:
@@ -164,9 +173,8 @@ def check_builds_against_wheel(live: list[Case], workers: dict, images: int, tim
     from benchmarks.case_worker import WorkerFailed
 
     for c in [c for c in live if c.xnnpack_library]:
-        same = (c.model, c.runtime, c.delegate, c.gpu_precision, c.threads)
-        wheel = next((o for o in live if not o.xnnpack_library and
-                      (o.model, o.runtime, o.delegate, o.gpu_precision, o.threads) == same), None)
+        wheel = next((o for o in live if not o.xnnpack_library and o.threads == c.threads and
+                      _artifact_key(o) == _artifact_key(c)), None)
         if wheel is None:
             continue
         try:
@@ -251,7 +259,7 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
                 c.status, c.reason = "unavailable", reason
                 continue
             try:
-                w = CaseWorker(c.label, env={ENV_EXECUTORCH_XNNPACK: c.xnnpack_library} if c.xnnpack_library else None)
+                w = CaseWorker(c.label, env=_worker_env(c))
                 workers[id(c)] = w
                 reply = w.call(("load", _worker_spec(c, image, warmup)), case_timeout, "while loading the model")
             except WorkerFailed as e:
@@ -273,9 +281,8 @@ def run_cases(cases: list[Case], image, warmup: int, runs: int, rounds: int, min
                 continue
             copies[id(c)] = []
             for k in range(2, n + 1):
-                env = {ENV_EXECUTORCH_XNNPACK: c.xnnpack_library} if c.xnnpack_library else None
                 try:
-                    w = CaseWorker(f"{c.label} (copy {k} of {n})", env=env)
+                    w = CaseWorker(f"{c.label} (copy {k} of {n})", env=_worker_env(c))
                     copies[id(c)].append(w)
                     reply = w.call(("load", _worker_spec(c, image, warmup)), case_timeout, "loading a copy")
                 except WorkerFailed as e:
@@ -428,8 +435,7 @@ def markdown(result: dict) -> str:
     if result.get("ratios"):
         lines += ["", "Ratios (median latency, bootstrap 95% interval):", "",
                   "| case | baseline | ratio | 95% interval |", "|---|---|---|---|"]
-        for q in result["ratios"]:
-            lines.append(f"| {q['case']} | {q['baseline']} | {q['ratio']:.3f} | {q['ci95'][0]:.3f} - {q['ci95'][1]:.3f} |")
+        lines += [_ratio_row(q) for q in result["ratios"]]
     if result.get("ratios_skipped"):
         lines += ["", "Not in the ratios:", ""]
         lines += [f"- {q['case']} (`{q['device']}`): {q['reason']}" for q in result["ratios_skipped"]]
@@ -530,9 +536,12 @@ def runtime_pair_lines(result: dict) -> list[str]:
     lines = ["", "ExecuTorch against LiteRT, same network, precision and threads (median ratio, bootstrap 95% "
              "interval; below 1: ExecuTorch faster):", "", "| ExecuTorch case | LiteRT case | ratio | 95% interval |",
              "|---|---|---|---|"]
-    lines += [f"| {q['case']} | {q['baseline']} | {q['ratio']:.3f} | {q['ci95'][0]:.3f} - {q['ci95'][1]:.3f} |"
-              for q in items]
-    return lines
+    return lines + [_ratio_row(q) for q in items]
+
+
+def _ratio_row(q: dict) -> str:
+    """A ratio table's row: case, baseline, median ratio and its bootstrap 95% interval."""
+    return f"| {q['case']} | {q['baseline']} | {q['ratio']:.3f} | {q['ci95'][0]:.3f} - {q['ci95'][1]:.3f} |"
 
 
 def build_check_lines(records: list[Record]) -> list[str]:

@@ -378,11 +378,13 @@ def load(job: Job, backend: Backend, progress: Stages) -> Loaded:
             source = dataclasses.replace(source, config=cfg.with_(
                 preprocessing=dataclasses.replace(cfg.preprocessing, crop_fraction=job.crop_fraction)))
         pre = source.config.preprocessing
-        frame = None
-        if job.frame_input and FrameInput.of(pre).pad > 0:  # the artifact's images are frames; the reference
-            # network sees their center (no crop to take: the network's input is already the whole square)
-            frame = FrameInput.of(pre)
+        # frame input: the artifact's images are frames, the reference network sees their center (none where
+        # there is no crop to take: the network's input is already the whole square)
+        frame = FrameInput.of(pre) if job.frame_input else None
+        if frame is not None and frame.pad > 0:
             pre = frame.preprocessing(pre)
+        else:
+            frame = None
         validation = load_images(job.validation or package_folder("validation"), pre, what="validation")
         calibration = None
         if job.calibrated:  # never a validation image, when both come from one folder
