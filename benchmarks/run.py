@@ -862,6 +862,9 @@ def benchmark(args: argparse.Namespace) -> dict:
         raise UsageError(f"--accuracy-budget {budget:g}: give the top-1 points you accept to lose (0 or more)")
     if not case_timeout > 0:
         raise UsageError(f"--case-timeout {case_timeout:g}: give a number of seconds above 0")
+    if getattr(args, "scaling_ceiling", False) and not (1 in threads and max(threads) > 1):
+        raise UsageError(f"--scaling-ceiling with --threads {args.threads}: it reads each N-thread speed-up against "
+                         "N one-thread copies at once, so give --threads 1,N (e.g. 1,2)")
     for m in args.models:
         if m not in ("default",) and not m.endswith((".tflite", ".pte", ".pt", ".pth", ".h5")):
             raise UsageError(f"{m}: unsupported model type (expected .tflite, .pte, .pt, .h5 or 'default')")

@@ -62,7 +62,7 @@ def test_per_cell_benchmark_table_and_chart(small_tflite_cells, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["missing.tflite"], ["README.md"], ["x.tflite", "--device", "ssh://nobody@"],
-                                  ["--cells", "/nonexistent"]])
+                                  ["--cells", "/nonexistent"], ["x.tflite", "--scaling-ceiling", "--threads", "2"]])
 def test_bad_benchmark_inputs_give_one_line_errors(args, tmp_path):
     if args[0] == "x.tflite":
         (tmp_path / "x.tflite").write_bytes(b"0")
