@@ -98,11 +98,15 @@ def test_edge_form_has_no_ops_that_xnnpack_rejects():
     model = build_keras_model(cfg, XNNPACK_INT8)
     kinds = [type(l).__name__ for l in model.layers]
     assert "AveragePooling2D" not in kinds
-    # the only plain ReLUs left follow a BatchNormalization (conv + BN + ReLU fuse into one kernel)
+    # the only plain ReLUs left follow a BatchNormalization (conv + BN + ReLU fuse into one kernel), or an ADD
+    # or constant MUL that takes it as its fused activation (relu_before_concat)
+    fused = []
     for layer in model.layers:
         if type(layer).__name__ in ("Activation", "ReLU"):
-            producer = layer.input._keras_history.operation
-            assert type(producer).__name__ == "BatchNormalization", layer.name
+            producer = type(layer.input._keras_history.operation).__name__
+            assert producer in ("BatchNormalization", "Add", "ConstantScale"), layer.name
+            fused.append(producer)
+    assert "Add" in fused and "ConstantScale" in fused
     assert max(l.kernel_size[0] * l.kernel_size[1] for l in model.layers
                if type(l).__name__ == "DepthwiseConv2D") <= 25  # no 7x7 depthwise left
     assert "ZeroPadding2D" in kinds  # Keras-mode max pools keep their zero padding (PAD is delegated)

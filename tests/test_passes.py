@@ -12,7 +12,8 @@ import pytest
 from edge.model.config import Pooling, nasnet_large, nasnet_mobile
 from edge.model.passes import (GPU, MAX_CONCAT_INPUTS, MAX_DW_TAPS, PASSES, TARGETS, XNNPACK_FP32, XNNPACK_INT8,
                                PackFactorized, SplitSeparable, avgpool_as_dwconv, build_plan, fuse_factorized,
-                               max_pool_border_map, merge_twin_pools, relu_as_dwconv, same_padding, share_relu,
+                               max_pool_border_map, merge_twin_pools, relu_as_dwconv, relu_before_concat, same_padding,
+                               share_relu,
                                split_concat, split_large_dwconv)
 from edge.model.plan import CONV_KINDS, NO_PAD, Kind, PadMode, Plan, compile, conv_out, same_pad4
 
@@ -170,6 +171,43 @@ def test_relu_as_dwconv_leaves_only_relus_the_converter_fuses(ref):
             assert producer.kind is Kind.BATCH_NORM and plan.readers[producer.name] == [n.name]
     converted = [n for n in plan.nodes if n.kind is Kind.DEPTHWISE and n.activation == "relu"]
     assert converted and all(n.kernel == (1, 1) and n.const == ("fill", 1.0) for n in converted)
+
+
+def test_relu_before_concat_rectifies_cell_outputs_where_they_are_made():
+    """relu(concat(a, b)) == concat(relu(a), relu(b)): every cell output is read only through ReLUs (the next
+    cell's x, the one after's p, the head), so the pass moves them into the concat's inputs, where an ADD or
+    constant MUL read by nothing else takes it as its fused activation (LiteRT int8 form). Float equality
+    through both emitters: test_lowering.py."""
+    from edge.model.passes import _is_relu
+
+    before = build_plan(MOBILE, XNNPACK_INT8.without("relu_before_concat"))
+    plan = build_plan(MOBILE, XNNPACK_INT8)
+    check(plan)
+    concats = {n.name for n in plan.nodes if n.kind is Kind.CONCAT}
+    assert not [n for n in plan.nodes if _is_relu(n) and n.inputs[0] in concats]
+    assert len([n for n in before.nodes if _is_relu(n) and n.inputs[0] in concats]) == 30
+    for part in plan.parts()[1:-1]:  # every cell's output concat reads only rectified tensors
+        inputs, seen = [part.output], []
+        while inputs:
+            n = plan.node(inputs.pop())
+            if n.kind is Kind.CONCAT:
+                inputs += n.inputs
+            else:
+                seen.append(n)
+        assert all(_is_relu(n) or n.activation == "relu" for n in seen), part.name
+    fused = [n for n in plan.nodes if n.activation == "relu" and not _is_relu(n)]
+    assert {n.kind for n in fused} == {Kind.ADD, Kind.SCALE} and all(len(n.inputs) == 2 for n in fused
+                                                                    if n.kind is Kind.ADD)
+
+    def clamped(p: Plan) -> int:  # values a standalone clamp reads (a ReLU after a BN alone fuses into its conv)
+        return sum(np.prod(n.shape) for n in p.nodes if _is_relu(n)
+                   and not (p.node(n.inputs[0]).kind is Kind.BATCH_NORM and p.readers[n.inputs[0]] == [n.name]))
+
+    assert clamped(plan) < 0.4 * clamped(before)
+    # the plan's output keeps its name: features without the head end in the last concat's ReLU
+    notop = compile(MOBILE, include_top=False)
+    assert notop.node(notop.output).kind is Kind.RELU
+    assert relu_before_concat(notop).node(notop.output) == notop.node(notop.output)
 
 
 def test_share_relu_keeps_one_relu_per_tensor_and_part(ref):

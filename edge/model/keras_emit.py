@@ -122,10 +122,14 @@ def _layer(keras, plan: Plan, n: Node, args: list, classifier_activation):
             x = L.ZeroPadding2D(((t, b), (l, r)), name=n.name + "_pad")(x)
         return cls(n.kernel, strides=n.stride, padding="valid", name=n.name)(x)
     if kind is Kind.SCALE:
+        if n.activation:  # the named layer's output is the node's: the activation carries the name
+            return L.Activation(n.activation, name=n.name)(_const_scale_layer()(constant(n), name=n.name + "_scale")(x))
         return _const_scale_layer()(constant(n), name=n.name)(x)
     if kind is Kind.MAXIMUM:
         return _const_maximum_layer()(constant(n), name=n.name)(x)
     if kind is Kind.ADD:
+        if n.activation:  # the converter fuses it into the ADD
+            return L.Activation(n.activation, name=n.name)(L.add(args, name=n.name + "_sum"))
         return L.add(args, name=n.name)
     if kind is Kind.CONCAT:
         return L.concatenate(args, axis=-1, name=n.name)

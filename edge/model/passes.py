@@ -21,6 +21,8 @@ tap than its 7x3 one. The passes, in the order the targets run them:
 - :func:`split_large_dwconv`: depthwise kernels over 25 taps (the 7x7 separable convs of the reduction
   cells) as a sum of kernel groups of at most 25 taps (7x3 + 7x3 + 7x1 at stride 1, 2x7 + 5x2 + 5x5 at
   stride 2), each on the input through its own zero pad (:func:`tap_groups`).
+- :func:`relu_before_concat` (int8 only): a concat read only through ReLUs (every NASNet-A cell output) as a
+  concat of rectified inputs, the ReLU fused into the ADD or constant MUL that makes each input.
 - :func:`relu_as_dwconv` (int8 only): a ReLU the converter cannot fuse into its producer as a 1x1 depthwise
   convolution with unit weights and a fused ReLU (int8 RELU stays on LiteRT's reference kernels).
 - :func:`share_relu`: one ReLU per tensor within a part: NASNet-A reads a cell state in up to three ops that
@@ -364,6 +366,47 @@ def split_large_dwconv(plan: Plan) -> Plan:
     return ed.plan("split_large_dwconv")
 
 
+# ReLU as a fused activation: TFLite's ADD, MUL and convolutions carry one (XNNPACK's output clamp); a
+# multi-input ADD becomes ADD_N, which carries none.
+def _takes_relu(plan: Plan, n: Node) -> bool:
+    return n.activation is None and (n.kind in CONV_KINDS or n.kind is Kind.SCALE
+                                     or (n.kind is Kind.ADD and len(n.inputs) == 2))
+
+
+def relu_before_concat(plan: Plan) -> Plan:
+    """A CONCAT read only through ReLUs -> a CONCAT of rectified inputs, its ReLUs gone (relu(concat(a, b)) ==
+    concat(relu(a), relu(b))).
+
+    NASNet-A's cell output is such a concat: the next cell reads it through one ReLU as its x and the cell after
+    through another as its p, and the head through a third; each is a full-width clamp (a barrier of its own at
+    N threads, 2 per cell). Pushed into the concat's inputs, the ReLU becomes the fused activation of the ADD,
+    MUL or convolution that makes an input read by nothing else, and a ReLU of the input otherwise (which
+    :func:`share_relu` merges with the one its cell already takes of it: NASNet-A's identity branch reads p,
+    whose ReLU the separable convolutions also read). The cell's output is then rectified; every reader gets
+    what it got before."""
+    ed = Editor(plan)
+    for c in [n for n in plan.nodes if n.kind is Kind.CONCAT]:
+        readers = [plan.node(r) for r in plan.readers[c.name]]
+        if (not readers or any(r.kind is not Kind.RELU for r in readers)
+                or plan.output in [c.name] + [r.name for r in readers]):  # the output keeps its name and value
+            continue
+        inputs = []
+        for j, i in enumerate(c.inputs):
+            src = plan.node(i)
+            if _takes_relu(plan, src) and plan.readers[i] == [c.name]:
+                ed.nodes[ed.index(i)] = replace(ed.get(i), activation="relu")
+                inputs.append(i)
+            else:
+                relu = Node(f"{c.name}_in{j}_relu", Kind.RELU, (i,), src.shape, part=c.part)
+                k = ed.index(c.name)
+                ed.nodes.insert(k, relu)
+                inputs.append(relu.name)
+        ed.nodes[ed.index(c.name)] = replace(ed.get(c.name), inputs=tuple(inputs))
+        for r in readers:
+            ed.rewire(r.name, c.name)
+    return ed.plan("relu_before_concat")
+
+
 def _fusable_producer(plan: Plan, name: str) -> bool:
     """The converter fuses a ReLU into this node: a convolution or its BatchNorm, read by nothing else."""
     n = plan.node(name)
@@ -442,8 +485,8 @@ def max_pool_border_map(plan: Plan) -> Plan:
 
 # -------------------------------------------------------------------------------------------------- targets
 PASSES: dict[str, Callable[[Plan], Plan]] = {f.__name__: f for f in (
-    fuse_factorized, avgpool_as_dwconv, same_padding, merge_twin_pools, split_large_dwconv, relu_as_dwconv,
-    share_relu, split_concat, max_pool_border_map)}
+    fuse_factorized, avgpool_as_dwconv, same_padding, merge_twin_pools, split_large_dwconv, relu_before_concat,
+    relu_as_dwconv, share_relu, split_concat, max_pool_border_map)}
 
 
 @dataclass(frozen=True)
@@ -467,7 +510,10 @@ _XNNPACK = ("fuse_factorized", "avgpool_as_dwconv", "same_padding", "merge_twin_
 REFERENCE = Target("reference", (), "Keras' NASNet layer for layer: the stock graph")
 XNNPACK_FP32 = Target("xnnpack_fp32", _XNNPACK + ("share_relu", "split_concat"),
                       "XNNPACK in float (LiteRT fp32/fp16/dynamic; ExecuTorch, whose int8 quantizer handles ReLU)")
-XNNPACK_INT8 = Target("xnnpack_int8", _XNNPACK + ("relu_as_dwconv", "share_relu", "split_concat"),
+# relu_before_concat in LiteRT's int8 form only: the fp32 form is also ExecuTorch's, whose PT2E XNNPACK quantizer
+# left the ReLUs the pass makes (after an ADD or a constant MUL, and on a concat input) as 36 fp32 islands: 38
+# clamps and 38 converts in the int8 program's XNNPACK graph instead of 2 converts (tests/test_executorch.py).
+XNNPACK_INT8 = Target("xnnpack_int8", _XNNPACK + ("relu_before_concat", "relu_as_dwconv", "share_relu", "split_concat"),
                       "XNNPACK full int8 through LiteRT (standalone int8 RELU stays on LiteRT's kernels)")
 GPU = Target("gpu", XNNPACK_FP32.passes + ("max_pool_border_map",),
              "LiteRT's GPU accelerator (float): no zero PAD feeding a max pool alone")

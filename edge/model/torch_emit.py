@@ -205,14 +205,15 @@ class PartModule(nn.Module):
             y = F.avg_pool2d(F.pad(x, _torch_pad(n.pad)) if n.pad != NO_PAD else x, n.kernel, n.stride)
             return y * getattr(self, self._const[n.name]) if n.name in self._const else y
         if kind is Kind.SCALE:
-            return x * getattr(self, self._const[n.name])
+            y = x * getattr(self, self._const[n.name])
+            return F.relu(y) if n.activation == "relu" else y
         if kind is Kind.MAXIMUM:
             return torch.maximum(x, getattr(self, self._const[n.name]))
         if kind is Kind.ADD:
             y = args[0]
             for a in args[1:]:
                 y = y + a
-            return y
+            return F.relu(y) if n.activation == "relu" else y
         if kind is Kind.CONCAT:
             return torch.cat(args, dim=1)
         if kind is Kind.GLOBAL_POOL:
