@@ -963,6 +963,9 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks.cells import benchmark_cells, cells_markdown, cells_plot, cells_scaling_markdown
 
             threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+            env = environment()  # the ISA and core-to-core latency every figure is read against
+            header = "\n".join(isa_lines({"environment": env})) + "\n"
+            print(header)
             results = [benchmark_cells(d, t, args.runs, args.rounds) for d in args.cells for t in threads]
             for r in results:
                 print(cells_markdown(r))
@@ -973,8 +976,8 @@ def main(argv: list[str] | None = None) -> int:
                 from converters.common import write_json_atomic, write_text_atomic
 
                 args.output.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(args.output / "cells.json", {"results": results})
-                write_text_atomic(args.output / "cells.md", "\n".join([cells_markdown(r) for r in results] +
+                write_json_atomic(args.output / "cells.json", {"environment": env, "results": results})
+                write_text_atomic(args.output / "cells.md", "\n".join([header] + [cells_markdown(r) for r in results] +
                                                                       ([scaling] if scaling else [])))
                 cells_plot(results, args.output / "cells.png")
             if not args.models:

@@ -51,14 +51,17 @@ def test_per_cell_benchmark_table_and_chart(small_tflite_cells, tmp_path):
     r = run_module("benchmarks.run", "--cells", small_tflite_cells, "--runs", "3", "--rounds", "1",
                    "--threads", "1,2", "--output", tmp_path, "--quiet")
     assert r.returncode == 0, r.stderr[-2000:]
-    results = json.loads((tmp_path / "cells.json").read_text())["results"]
+    saved = json.loads((tmp_path / "cells.json").read_text())
+    results = saved["results"]
     assert [res["threads"] for res in results] == [1, 2]  # every thread count asked for, per folder
+    # per-cell figures carry the machine they came from, as whole-model results do
+    assert saved["environment"]["isa"]["class"] and "core_to_core" in saved["environment"]
     res = results[0]
     assert len(res["parts"]) == 9 and res["sum_of_parts_ms"] > 0
     assert set(res["by_kind_ms"]) == {"stem", "normal", "reduction", "head"}
     assert (tmp_path / "cells.png").stat().st_size > 1000
     md = (tmp_path / "cells.md").read_text()
-    assert "Thread scaling" in md and md.count("| cell_") == 3 * 7  # 7 cells: two per-thread tables + scaling
+    assert md.startswith("CPU ISA: ") and "Thread scaling" in md and md.count("| cell_") == 3 * 7  # 7 cells: two per-thread tables + scaling
 
 
 @pytest.mark.parametrize("args", [["missing.tflite"], ["README.md"], ["x.tflite", "--device", "ssh://nobody@"],
