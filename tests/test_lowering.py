@@ -86,10 +86,13 @@ def test_factorized_reduction_packs_into_one_2x2_conv_and_back():
 
 
 def test_concat_split_respects_xnnpack_arity():
-    assert split_for_concat(list(range(6))) == [[0, 1, 2], [3, 4, 5]]
+    assert split_for_concat(list(range(6))) == [[0, 1], [2], [3], [4], [5]]  # 7 copy operators, not 3 + 3 + 2
     assert split_for_concat(list(range(4))) == [[0, 1, 2, 3]]
-    groups = split_for_concat(list(range(11)))
-    assert max(map(len, groups)) <= 5 and sum(groups, []) == list(range(11))
+    for n in (7, 11, 25):
+        groups = split_for_concat(list(range(n)))
+        assert len(groups) <= 5 and max(map(len, groups)) <= 5 and sum(groups, []) == list(range(n))
+    with pytest.raises(ValueError, match="more than two levels"):
+        split_for_concat(list(range(26)))
 
 
 def test_edge_form_has_no_ops_that_xnnpack_rejects():

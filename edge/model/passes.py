@@ -28,7 +28,7 @@ tap than its 7x3 one. The passes, in the order the targets run them:
 - :func:`share_relu`: one ReLU per tensor within a part: NASNet-A reads a cell state in up to three ops that
   each start with its ReLU, and XNNPACK does not merge equal ops (44 fewer clamps in NASNet-Mobile).
 - :func:`split_concat`: concatenations of more than 5 inputs (XNNPACK's largest concatenate node) as
-  groups joined by one more.
+  a concatenation of at most 5 whose first inputs are grouped (:func:`split_for_concat`).
 - :func:`max_pool_border_map` (GPU target only): Keras' zero pad + stride-2 'valid' max pool as a 'same' max
   pool followed by a MAXIMUM with a constant map that is 0 where the window reaches into the padding and the
   lowest float elsewhere. LiteRT's GPU graph compiler merges a zero PAD into a MAX_POOL_2D that is its only
@@ -233,12 +233,23 @@ def group_windows(hw: tuple[int, int], kernel: int, stride: int) -> list[tuple[W
 
 
 def split_for_concat(items: list, limit: int = MAX_CONCAT_INPUTS) -> list[list]:
-    """Groups of at most ``limit`` (balanced) whose nested concatenation is the flat one."""
+    """Runs of at most ``limit`` whose nested concatenation is the flat one, as few values copied twice as can be.
+
+    XNNPACK runs a concatenation of n inputs as n copy operators (src/subgraph/concatenate.c), each its own
+    parallel region, and a grouped input is copied twice: the top level takes as many inputs as it can and only
+    the first few are grouped (6 -> [2 grouped] + 4 singles: 7 copies, a third of the values twice, where 3 + 3
+    made 8 copies of every value twice)."""
     if len(items) <= limit:
         return [items]
-    n_groups = -(-len(items) // limit)
-    size = -(-len(items) // n_groups)
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    if len(items) > limit * limit:
+        raise ValueError(f"a concatenation of {len(items)} inputs needs more than two levels of at most {limit}")
+    groups: list[list] = []
+    i = 0
+    while len(groups) + len(items) - i > limit:
+        size = min(limit, len(groups) + len(items) - i - limit + 1)
+        groups.append(items[i:i + size])
+        i += size
+    return groups + [[x] for x in items[i:]]
 
 
 # -------------------------------------------------------------------------------------------------- the passes
@@ -446,7 +457,7 @@ def share_relu(plan: Plan) -> Plan:
 
 
 def split_concat(plan: Plan) -> Plan:
-    """CONCAT of more than :data:`MAX_CONCAT_INPUTS` inputs -> balanced groups joined by one more CONCAT."""
+    """CONCAT of more than :data:`MAX_CONCAT_INPUTS` inputs -> a CONCAT of at most that many, some inputs grouped."""
     ed = Editor(plan)
     for n in [n for n in plan.nodes if n.kind is Kind.CONCAT and len(n.inputs) > MAX_CONCAT_INPUTS]:
         groups = split_for_concat(list(n.inputs))
