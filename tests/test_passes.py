@@ -13,8 +13,7 @@ from edge.model.config import Pooling, nasnet_large, nasnet_mobile
 from edge.model.passes import (GPU, MAX_CONCAT_INPUTS, MAX_DW_TAPS, PASSES, TARGETS, XNNPACK_FP32, XNNPACK_INT8,
                                PackFactorized, SplitSeparable, avgpool_as_dwconv, build_plan, fuse_factorized,
                                max_pool_border_map, merge_twin_pools, relu_as_dwconv, relu_before_concat, same_padding,
-                               share_relu,
-                               split_concat, split_large_dwconv)
+                               share_relu, split_concat, split_large_dwconv)
 from edge.model.plan import CONV_KINDS, NO_PAD, Kind, PadMode, Plan, compile, conv_out, same_pad4
 
 MOBILE = nasnet_mobile(num_classes=10)

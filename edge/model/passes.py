@@ -379,7 +379,7 @@ def split_large_dwconv(plan: Plan) -> Plan:
 
 # ReLU as a fused activation: TFLite's ADD, MUL and convolutions carry one (XNNPACK's output clamp); a
 # multi-input ADD becomes ADD_N, which carries none.
-def _takes_relu(plan: Plan, n: Node) -> bool:
+def _takes_relu(n: Node) -> bool:
     return n.activation is None and (n.kind in CONV_KINDS or n.kind is Kind.SCALE
                                      or (n.kind is Kind.ADD and len(n.inputs) == 2))
 
@@ -404,13 +404,12 @@ def relu_before_concat(plan: Plan) -> Plan:
         inputs = []
         for j, i in enumerate(c.inputs):
             src = plan.node(i)
-            if _takes_relu(plan, src) and plan.readers[i] == [c.name]:
+            if _takes_relu(src) and plan.readers[i] == [c.name]:
                 ed.nodes[ed.index(i)] = replace(ed.get(i), activation="relu")
                 inputs.append(i)
             else:
                 relu = Node(f"{c.name}_in{j}_relu", Kind.RELU, (i,), src.shape, part=c.part)
-                k = ed.index(c.name)
-                ed.nodes.insert(k, relu)
+                ed.nodes.insert(ed.index(c.name), relu)
                 inputs.append(relu.name)
         ed.nodes[ed.index(c.name)] = replace(ed.get(c.name), inputs=tuple(inputs))
         for r in readers:
@@ -524,7 +523,8 @@ XNNPACK_FP32 = Target("xnnpack_fp32", _XNNPACK + ("share_relu", "split_concat"),
 # relu_before_concat in LiteRT's int8 form only: the fp32 form is also ExecuTorch's, whose PT2E XNNPACK quantizer
 # left the ReLUs the pass makes (after an ADD or a constant MUL, and on a concat input) as 36 fp32 islands: 38
 # clamps and 38 converts in the int8 program's XNNPACK graph instead of 2 converts (tests/test_executorch.py).
-XNNPACK_INT8 = Target("xnnpack_int8", _XNNPACK + ("relu_before_concat", "relu_as_dwconv", "share_relu", "split_concat"),
+XNNPACK_INT8 = Target("xnnpack_int8",
+                      _XNNPACK + ("relu_before_concat", "relu_as_dwconv", "share_relu", "split_concat"),
                       "XNNPACK full int8 through LiteRT (standalone int8 RELU stays on LiteRT's kernels)")
 GPU = Target("gpu", XNNPACK_FP32.passes + ("max_pool_border_map",),
              "LiteRT's GPU accelerator (float): no zero PAD feeding a max pool alone")

@@ -168,6 +168,8 @@ class PartModule(nn.Module):
         env = dict(zip(self.inputs or self.input_nodes, xs))
         for n in self.nodes:
             y = self._run(n, [env[i] for i in n.inputs])
+            if n.activation == "relu":  # a node's fused activation, whatever its kind
+                y = F.relu(y)
             if self.taps and n.name in self.taps:
                 y = self.taps[n.name](y)
             env[n.name] = y
@@ -180,11 +182,9 @@ class PartModule(nn.Module):
             if not _symmetric(n.pad):  # the layer pads symmetric amounts itself
                 x = F.pad(x, _torch_pad(n.pad))
             if n.const:
-                y = F.conv2d(x, getattr(self, self._const[n.name]), None, n.stride,
-                             n.pad[0] if _symmetric(n.pad) else 0, n.dilation, x.shape[1])
-            else:
-                y = self.layers[n.weights](x)
-            return F.relu(y) if n.activation == "relu" else y
+                return F.conv2d(x, getattr(self, self._const[n.name]), None, n.stride,
+                                n.pad[0] if _symmetric(n.pad) else 0, n.dilation, x.shape[1])
+            return self.layers[n.weights](x)
         if kind is Kind.BATCH_NORM or kind is Kind.DENSE:
             return self.layers[n.weights](x)
         if kind is Kind.RELU:
@@ -205,15 +205,14 @@ class PartModule(nn.Module):
             y = F.avg_pool2d(F.pad(x, _torch_pad(n.pad)) if n.pad != NO_PAD else x, n.kernel, n.stride)
             return y * getattr(self, self._const[n.name]) if n.name in self._const else y
         if kind is Kind.SCALE:
-            y = x * getattr(self, self._const[n.name])
-            return F.relu(y) if n.activation == "relu" else y
+            return x * getattr(self, self._const[n.name])
         if kind is Kind.MAXIMUM:
             return torch.maximum(x, getattr(self, self._const[n.name]))
         if kind is Kind.ADD:
             y = args[0]
             for a in args[1:]:
                 y = y + a
-            return F.relu(y) if n.activation == "relu" else y
+            return y
         if kind is Kind.CONCAT:
             return torch.cat(args, dim=1)
         if kind is Kind.GLOBAL_POOL:
