@@ -842,12 +842,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def thread_counts(text) -> list[int]:
+    """``--threads``: comma-separated counts of 1 or more (one parser for whole models and ``--cells``)."""
+    try:
+        threads = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        threads = []
+    if not threads or min(threads) < 1:
+        raise UsageError(f"--threads {text}: give comma-separated thread counts of 1 or more, e.g. 1,2")
+    return threads
+
+
 def benchmark(args: argparse.Namespace) -> dict:
     from converters.common import command_line, now_iso
     from edge.preprocessing import list_images
     from edge.model.verify import sample_images_dir
 
-    threads = [int(t) for t in str(args.threads).split(",") if t]
+    threads = thread_counts(args.threads)
     delegates = [d.strip() for d in str(args.delegate).split(",") if d.strip()]
     gpu_precisions = [g.strip() for g in str(getattr(args, "gpu_precision", "fp16")).split(",") if g.strip()]
     for g in gpu_precisions:
@@ -962,7 +973,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cells:
             from benchmarks.cells import benchmark_cells, cells_markdown, cells_plot, cells_scaling_markdown
 
-            threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+            threads = thread_counts(args.threads)
             env = environment()  # the ISA and core-to-core latency every figure is read against
             header = "\n".join(isa_lines({"environment": env})) + "\n"
             print(header)

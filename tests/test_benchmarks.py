@@ -66,7 +66,9 @@ def test_per_cell_benchmark_table_and_chart(small_tflite_cells, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["missing.tflite"], ["README.md"], ["x.tflite", "--device", "ssh://nobody@"],
-                                  ["--cells", "/nonexistent"], ["x.tflite", "--scaling-ceiling", "--threads", "2"]])
+                                  ["--cells", "/nonexistent"], ["x.tflite", "--scaling-ceiling", "--threads", "2"],
+                                  ["x.tflite", "--threads", "x"], ["x.tflite", "--threads", "0,2"],
+                                  ["--cells", "/nonexistent", "--threads", "1,two"]])
 def test_bad_benchmark_inputs_give_one_line_errors(args, tmp_path):
     if args[0] == "x.tflite":
         (tmp_path / "x.tflite").write_bytes(b"0")
