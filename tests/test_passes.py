@@ -11,7 +11,8 @@ import pytest
 
 from edge.model.config import Pooling, nasnet_large, nasnet_mobile
 from edge.model.passes import (GPU, MAX_CONCAT_INPUTS, MAX_DW_TAPS, PASSES, TARGETS, XNNPACK_FP32, XNNPACK_INT8,
-                               PackFactorized, SplitSeparable, avgpool_as_dwconv, build_plan, fuse_factorized,
+                               PackFactorized, SplitSeparable, avgpool_as_dwconv, build_plan, distinct_pads,
+                               fuse_factorized,
                                max_pool_border_map, merge_twin_pools, relu_as_dwconv, relu_before_concat, same_padding,
                                share_relu, split_concat, split_large_dwconv)
 from edge.model.plan import CONV_KINDS, NO_PAD, Kind, PadMode, Plan, compile, conv_out, same_pad4
@@ -159,6 +160,58 @@ def test_split_large_dwconv_leaves_no_kernel_over_25_taps(ref):
     assert len(stride2) == 8
     with pytest.raises(AssertionError, match="same_padding first"):
         split_large_dwconv(ref)  # the reference's stride-2 separable reads an explicit PAD
+
+
+def conv_pads(plan: Plan) -> Counter:
+    """Zero PADs read only by convolutions, keyed as TFLite's converter sees them: equal crops of one tensor are
+    one tensor (it merges equal ops), so two equal keys become one PAD with two readers."""
+    def source(name):
+        n = plan.node(name)
+        return ("crop", source(n.inputs[0]), n.pad) if n.kind is Kind.CROP else name
+
+    return Counter((source(n.inputs[0]), n.pad) for n in plan.nodes
+                   if n.kind is Kind.PAD and all(plan.node(r).kind in CONV_KINDS for r in plan.readers[n.name]))
+
+
+@pytest.mark.parametrize("target", [XNNPACK_FP32, XNNPACK_INT8], ids=lambda t: t.name)
+def test_distinct_pads_leaves_no_pad_the_converter_would_share(target):
+    before = build_plan(MOBILE, target.without("distinct_pads"))
+    after = build_plan(MOBILE, target)
+    check(after)
+    # without the pass: the two 7x7 stride-2 separables of each of the 4 reduction cells share 3 group pads
+    assert sorted(conv_pads(before).values(), reverse=True)[:13] == [2] * 12 + [1]
+    assert set(conv_pads(after).values()) == {1}
+    changed = [(a, b) for a, b in zip(before.nodes, after.nodes) if a != b]
+    assert len(changed) == 12 and len(after.nodes) == len(before.nodes)
+    for a, b in changed:  # one row or column of padding more or less, after the input, that no window reads
+        assert a.kind is b.kind is Kind.PAD and a.name == b.name
+        assert sum(abs(x - y) for x, y in zip(a.pad, b.pad)) == 1 and a.pad[0] == b.pad[0] and a.pad[2] == b.pad[2]
+        assert all(after.node(r).pad == NO_PAD for r in after.readers[b.name])  # readers keep their shapes: check()
+
+
+def test_distinct_pads_leaves_pads_alone_where_a_row_would_be_read():
+    """A stride-1 'valid' conv reads every row and column: no variant keeps its output, so the shared PAD stays."""
+    ref = compile(SMALL)
+    x = next(n for n in ref.nodes if n.kind is Kind.RELU)
+    from dataclasses import replace as _replace
+
+    from edge.model.plan import Node
+    h, w, c = x.shape
+    pads = [Node(f"pad{i}", Kind.PAD, (x.name,), (h + 2, w + 2, c), pad=(1, 1, 1, 1)) for i in range(2)]
+    convs = [Node(f"dw{i}", Kind.DEPTHWISE, (f"pad{i}",), (h, w, c), (3, 3), weights=f"dw{i}") for i in range(2)]
+    out = Node("sum", Kind.ADD, ("dw0", "dw1"), (h, w, c))
+    i = ref.nodes.index(x) + 1
+    plan = _replace(ref, nodes=ref.nodes[:i] + tuple(pads + convs + [out]), output="sum", include_top=False)
+    assert distinct_pads(plan).nodes == plan.nodes
+    strided = _replace(plan, nodes=tuple(_replace(n, stride=(2, 2), shape=(conv_out(h + 2, 3, 2, 0, 0),
+                                                                           conv_out(w + 2, 3, 2, 0, 0), c))
+                                         if n.kind is Kind.DEPTHWISE and n.name.startswith("dw") else n
+                                         for n in plan.nodes))
+    strided = _replace(strided, nodes=tuple(_replace(n, shape=strided.node("dw0").shape) if n.name == "sum" else n
+                                            for n in strided.nodes))
+    lowered = distinct_pads(strided)
+    assert lowered.node("pad0").pad == (1, 1, 1, 1) and lowered.node("pad1").pad != (1, 1, 1, 1)
+    check(lowered)
 
 
 def test_relu_as_dwconv_leaves_only_relus_the_converter_fuses(ref):

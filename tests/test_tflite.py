@@ -57,6 +57,25 @@ def test_main_job_writes_a_fully_delegated_int8_model_with_manifest(tflite_int8,
     assert not list(tflite_dir.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_no_pad_read_by_a_convolution_is_shared(precision, tflite_dir, tflite_int8, tflite_fp32):
+    """Pins distinct_pads (edge/model/passes.py) in the converted file: XNNPACK folds a zero PAD into a
+    convolution only where it is the PAD's single reader (xnn_subgraph_fusion, src/subgraph.c), and TFLite's
+    converter merges equal PADs of one tensor; without the pass the 7x7 stride-2 separables of every reduction
+    cell shared 12 PADs, which ran as copies. What stays a PAD op: the zero pads of the 4 max pools."""
+    m = tflite_int8 if precision == "int8" else tflite_fp32
+    Interpreter, _ = _litert()
+    ops = Interpreter(model_path=str(tflite_dir / m["artifact"]))._get_ops_details()
+    readers: dict[int, list[str]] = {}
+    for o in ops:
+        for t in o["inputs"]:
+            readers.setdefault(int(t), []).append(o["op_name"])
+    pads = [readers.get(int(o["outputs"][0]), []) for o in ops if o["op_name"] == "PAD"]
+    assert len(pads) > 20
+    assert all(r == ["MAX_POOL_2D"] or (len(r) == 1 and r[0] in ("CONV_2D", "DEPTHWISE_CONV_2D")) for r in pads), pads
+    assert sum(r == ["MAX_POOL_2D"] for r in pads) == 4
+
+
 def test_stock_int8_falls_back_where_upstream_xnnpack_cannot_run_it(tflite_stock_int8):
     """Pins the upstream behaviour the lowering works around (TFLite XNNPACK delegate, LiteRT 2.3): in the
     stock graph in int8 XNNPACK leaves RELU, AVERAGE_POOL_2D and CONCATENATION to LiteRT. On the small network

@@ -29,6 +29,9 @@ tap than its 7x3 one. The passes, in the order the targets run them:
   each start with its ReLU, and XNNPACK does not merge equal ops (44 fewer clamps in NASNet-Mobile).
 - :func:`split_concat`: concatenations of more than 5 inputs (XNNPACK's largest concatenate node) as
   a concatenation of at most 5 whose first inputs are grouped (:func:`split_for_concat`).
+- :func:`distinct_pads` (last): equal zero PADs of one tensor, which TFLite's converter would merge into one PAD
+  with two readers (the 7x7 stride-2 separables of every reduction cell read one input twice), made to differ by
+  a row or column of padding no window reads, so that XNNPACK folds each into its convolution.
 - :func:`max_pool_border_map` (GPU target only): Keras' zero pad + stride-2 'valid' max pool as a 'same' max
   pool followed by a MAXIMUM with a constant map that is 0 where the window reaches into the padding and the
   lowest float elsewhere. LiteRT's GPU graph compiler merges a zero PAD into a MAX_POOL_2D that is its only
@@ -377,6 +380,51 @@ def split_large_dwconv(plan: Plan) -> Plan:
     return ed.plan("split_large_dwconv")
 
 
+
+def _pad_variants(pad: Pad) -> list[Pad]:
+    """The same padding with one row or column more or less after the input, in the order tried."""
+    t, b, l, r = pad
+    return [(t, b + 1, l, r), (t, b, l, r + 1), (t, b - 1, l, r), (t, b, l, r - 1), (t, b + 1, l, r + 1)]
+
+
+def distinct_pads(plan: Plan) -> Plan:
+    """Equal zero PADs of one tensor, read only by 'valid' convolutions -> PADs that differ by a row or column of
+    padding no window reads (exact: every reader's output keeps its shape and values).
+
+    Why: TFLite's converter merges equal ops, so the two 7x7 stride-2 separable convs of every reduction cell,
+    which read one input through the same kernel-group pads (:func:`split_large_dwconv`), share each PAD; XNNPACK
+    folds a zero pad into a convolution only where the convolution is the pad's single reader
+    (``xnn_subgraph_fusion`` in src/subgraph.c), so the 12 shared PADs ran as copies. A pad copy moves one
+    pixel's channels per call (``xnn_compute_pad_5d``): 11% of the int8 form's time at one thread, and more at
+    two, where pthreadpool hands the calls out one pixel row at a time (``perf``, docs/benchmarking.md)."""
+    def source(name: str) -> tuple:
+        """What a tensor is up to equal crops (the converter merges equal CROPs of one tensor too)."""
+        n = plan.node(name)
+        return ("crop", source(n.inputs[0]), n.pad) if n.kind is Kind.CROP else (name,)
+
+    ed = Editor(plan)
+    taken: set[tuple[tuple, Pad]] = set()
+    for pad in [n for n in plan.nodes if n.kind is Kind.PAD and n.pad_mode is PadMode.ZERO]:
+        src = source(pad.inputs[0])
+        if (src, pad.pad) not in taken:
+            taken.add((src, pad.pad))
+            continue
+        readers = ed.readers(pad.name)
+        if not readers or any(r.kind not in (Kind.CONV, Kind.DEPTHWISE) or r.pad != NO_PAD for r in readers):
+            continue
+        h, w, c = plan.node(pad.inputs[0]).shape
+        for t, b, l, r in _pad_variants(pad.pad):
+            shape = (h + t + b, w + l + r, c)
+            if min(t, b, l, r) < 0 or (src, (t, b, l, r)) in taken:
+                continue
+            if all((conv_out(shape[0], x.kernel[0], x.stride[0], 0, 0, x.dilation),
+                    conv_out(shape[1], x.kernel[1], x.stride[1], 0, 0, x.dilation)) == x.shape[:2] for x in readers):
+                ed.nodes[ed.index(pad.name)] = replace(pad, pad=(t, b, l, r), shape=shape)
+                taken.add((src, (t, b, l, r)))
+                break
+    return ed.plan("distinct_pads")
+
+
 # ReLU as a fused activation: TFLite's ADD, MUL and convolutions carry one (XNNPACK's output clamp); a
 # multi-input ADD becomes ADD_N, which carries none.
 def _takes_relu(n: Node) -> bool:
@@ -495,7 +543,8 @@ def max_pool_border_map(plan: Plan) -> Plan:
 
 # -------------------------------------------------------------------------------------------------- targets
 PASSES: dict[str, Callable[[Plan], Plan]] = {f.__name__: f for f in (
-    fuse_factorized, avgpool_as_dwconv, same_padding, merge_twin_pools, split_large_dwconv, relu_before_concat,
+    fuse_factorized, avgpool_as_dwconv, same_padding, merge_twin_pools, split_large_dwconv, distinct_pads,
+    relu_before_concat,
     relu_as_dwconv, share_relu, split_concat, max_pool_border_map)}
 
 
@@ -518,13 +567,14 @@ class Target:
 
 _XNNPACK = ("fuse_factorized", "avgpool_as_dwconv", "same_padding", "merge_twin_pools", "split_large_dwconv")
 REFERENCE = Target("reference", (), "Keras' NASNet layer for layer: the stock graph")
-XNNPACK_FP32 = Target("xnnpack_fp32", _XNNPACK + ("share_relu", "split_concat"),
+XNNPACK_FP32 = Target("xnnpack_fp32", _XNNPACK + ("share_relu", "split_concat", "distinct_pads"),
                       "XNNPACK in float (LiteRT fp32/fp16/dynamic; ExecuTorch, whose int8 quantizer handles ReLU)")
 # relu_before_concat in LiteRT's int8 form only: the fp32 form is also ExecuTorch's, whose PT2E XNNPACK quantizer
 # left the ReLUs the pass makes (after an ADD or a constant MUL, and on a concat input) as 36 fp32 islands: 38
 # clamps and 38 converts in the int8 program's XNNPACK graph instead of 2 converts (tests/test_executorch.py).
 XNNPACK_INT8 = Target("xnnpack_int8",
-                      _XNNPACK + ("relu_before_concat", "relu_as_dwconv", "share_relu", "split_concat"),
+                      _XNNPACK + ("relu_before_concat", "relu_as_dwconv", "share_relu", "split_concat",
+                                  "distinct_pads"),
                       "XNNPACK full int8 through LiteRT (standalone int8 RELU stays on LiteRT's kernels)")
 GPU = Target("gpu", XNNPACK_FP32.passes + ("max_pool_border_map",),
              "LiteRT's GPU accelerator (float): no zero PAD feeding a max pool alone")
