@@ -13,7 +13,7 @@ from edge.model.config import Pooling, nasnet_large, nasnet_mobile
 from edge.model.passes import (GPU, MAX_CONCAT_INPUTS, MAX_DW_TAPS, PASSES, TARGETS, XNNPACK_FP32, XNNPACK_INT8,
                                PackFactorized, SplitSeparable, avgpool_as_dwconv, build_plan, distinct_pads,
                                fuse_factorized,
-                               max_pool_border_map, merge_twin_pools, relu_as_dwconv, relu_before_concat, same_padding,
+                               max_pool_border_map, max_pool_border_relu, merge_twin_pools, relu_as_dwconv, relu_before_concat, same_padding,
                                share_relu, split_concat, split_large_dwconv)
 from edge.model.plan import CONV_KINDS, NO_PAD, Kind, PadMode, Plan, compile, conv_out, same_pad4
 
@@ -291,6 +291,40 @@ def test_max_pool_border_map_leaves_no_pad_feeding_a_max_pool():
     pools = [n for n in before.nodes if n.kind is Kind.MAX_POOL and n.pad_mode is PadMode.ZERO]
     assert len(maxima) == len(pools) > 0
     assert all(plan.node(m.inputs[0]).pad_mode is PadMode.EXCLUDED for m in maxima)
+
+
+def test_max_pool_border_relu_replaces_each_max_pool_pad_by_a_mask_on_the_pooled_output():
+    before = build_plan(MOBILE, XNNPACK_INT8.without("max_pool_border_relu"))
+    plan = build_plan(MOBILE, XNNPACK_INT8)
+    check(plan)
+    assert not [n for n in plan.nodes if n.kind is Kind.MAX_POOL and plan.node(n.inputs[0]).kind is Kind.PAD]
+    pools = [n for n in plan.nodes if n.kind is Kind.MAX_POOL]  # two per reduction cell, equal (the converter
+    assert len(pools) == 8 and all(n.pad_mode is PadMode.EXCLUDED for n in pools)  # merges them into one op)
+    for pool in pools:  # m -> SCALE(relu, mask) -> ADD(m, .), the ADD under the old pool's name (readers keep it)
+        (mask,), (add,) = ([plan.node(r) for r in plan.readers[pool.name] if plan.node(r).kind is k]
+                           for k in (Kind.SCALE, Kind.ADD))
+        assert mask.activation == "relu" and mask.const[0] == "border_mask" and add.inputs == (pool.name, mask.name)
+        assert add.name == pool.name.removesuffix("_same") and add.shape == pool.shape
+    assert count(before)[Kind.PAD] - count(plan)[Kind.PAD] == 4
+    assert max_pool_border_relu(plan).nodes == plan.nodes  # nothing left to rewrite
+
+
+@pytest.mark.parametrize("hw", [7, 8, 9, 13, 28])
+def test_border_mask_gives_the_zero_padded_max_pool_exactly(hw):
+    from edge.model.config import same_pad
+    from edge.model.plan import border_mask
+
+    x = np.random.default_rng(hw).normal(-1.0, 1.0, (hw, hw, 3)).astype(np.float32)  # mostly negative
+
+    def pool(a: np.ndarray) -> np.ndarray:
+        oh, ow = (a.shape[0] - 3) // 2 + 1, (a.shape[1] - 3) // 2 + 1
+        return np.max([a[i:i + 2 * oh:2, j:j + 2 * ow:2] for i in range(3) for j in range(3)], axis=0)
+
+    (pt, pb), (pl, pr) = same_pad(hw, 3, 2), same_pad(hw, 3, 2)
+    want = pool(np.pad(x, ((pt, pb), (pl, pr), (0, 0))))
+    m = pool(np.pad(x, ((pt, pb), (pl, pr), (0, 0)), constant_values=-np.inf))
+    got = m + np.maximum(m * border_mask(hw, hw, 3, 2)[..., None], 0)
+    assert np.array_equal(got, want) and (want == 0).any() and (want < 0).any()
 
 
 def test_weight_transforms_round_trip_and_name_every_weighted_node():

@@ -541,11 +541,35 @@ def max_pool_border_map(plan: Plan) -> Plan:
     return ed.plan("max_pool_border_map")
 
 
+def max_pool_border_relu(plan: Plan) -> Plan:
+    """PAD (zeros) -> 'valid' MAX_POOL -> a 'same' MAX_POOL m (padding excluded), then ``m + relu(m * mask)``
+    with the constant border mask (-1 where a window reaches into the padding, 0 elsewhere): exact in float.
+
+    Why (LiteRT int8): XNNPACK folds a zero pad into a convolution, not into a max pool, so each reduction
+    cell's max pool ran behind a PAD copy of its full-size input that moves one pixel's channels per call; the
+    mask's MUL (its ReLU fused) and the ADD run on the pooled quarter-size output. Not
+    :func:`max_pool_border_map`: LiteRT's XNNPACK delegate leaves an int8 MAXIMUM to LiteRT's kernels."""
+    ed = Editor(plan)
+    for n in [n for n in plan.nodes if n.kind is Kind.MAX_POOL and n.pad_mode is PadMode.ZERO and n.pad == NO_PAD]:
+        pad = plan.node(n.inputs[0])
+        if pad.kind is not Kind.PAD:
+            continue
+        src = plan.node(pad.inputs[0])
+        h, w, _ = src.shape
+        if same_pad4((h, w), n.kernel, n.stride) != pad.pad:
+            continue
+        pool = replace(n, name=n.name + "_same", inputs=(src.name,), pad=pad.pad, pad_mode=PadMode.EXCLUDED)
+        mask = Node(n.name + "_border", Kind.SCALE, (pool.name,), n.shape, activation="relu",
+                    const=("border_mask", h, w, n.kernel[0], n.stride[0]))
+        ed.replace(n.name, [pool, mask, Node(n.name, Kind.ADD, (pool.name, mask.name), n.shape)])
+    return ed.plan("max_pool_border_relu")
+
+
 # -------------------------------------------------------------------------------------------------- targets
 PASSES: dict[str, Callable[[Plan], Plan]] = {f.__name__: f for f in (
     fuse_factorized, avgpool_as_dwconv, same_padding, merge_twin_pools, split_large_dwconv, distinct_pads,
     relu_before_concat,
-    relu_as_dwconv, share_relu, split_concat, max_pool_border_map)}
+    relu_as_dwconv, share_relu, split_concat, max_pool_border_map, max_pool_border_relu)}
 
 
 @dataclass(frozen=True)
@@ -574,7 +598,7 @@ XNNPACK_FP32 = Target("xnnpack_fp32", _XNNPACK + ("share_relu", "split_concat", 
 # clamps and 38 converts in the int8 program's XNNPACK graph instead of 2 converts (tests/test_executorch.py).
 XNNPACK_INT8 = Target("xnnpack_int8",
                       _XNNPACK + ("relu_before_concat", "relu_as_dwconv", "share_relu", "split_concat",
-                                  "distinct_pads"),
+                                  "distinct_pads", "max_pool_border_relu"),
                       "XNNPACK full int8 through LiteRT (standalone int8 RELU stays on LiteRT's kernels)")
 GPU = Target("gpu", XNNPACK_FP32.passes + ("max_pool_border_map",),
              "LiteRT's GPU accelerator (float): no zero PAD feeding a max pool alone")

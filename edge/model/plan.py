@@ -74,7 +74,8 @@ class Node:
 
     ``weights``: the Keras layer name whose arrays the node holds (weights load by it). ``const``: the recipe
     of a constant the node carries instead (:func:`constant`): ``("fill", v)`` for a depthwise kernel of v
-    everywhere, ``("count_map", h, w, k, s, pad)`` and ``("border_map", h, w, k, s)`` for per-position maps.
+    everywhere, ``("count_map", h, w, k, s, pad)``, ``("border_map", h, w, k, s)`` and ``("border_mask", h, w, k,
+    s)`` for per-position maps.
     ``part``: stem, ``cell_NN_...`` or head, where a per-cell export cuts the network.
     """
 
@@ -270,6 +271,14 @@ def border_map(h: int, w: int, kernel: int, stride: int) -> np.ndarray:
     return out
 
 
+def border_mask(h: int, w: int, kernel: int, stride: int) -> np.ndarray:
+    """(out_h, out_w) float32: -1 where the window reaches into the padding (:func:`border_map`), 0 elsewhere.
+
+    ``m + relu(m * mask)``, ``m`` the 'same' max pool, is then the zero-padded max pool, exactly: a border
+    window gives ``m + relu(-m) = max(m, 0)``, an interior one ``m``."""
+    return np.where(border_map(h, w, kernel, stride) == 0.0, -1.0, 0.0).astype(np.float32)
+
+
 def constant(node: Node) -> np.ndarray:
     """The constant a node carries, from its recipe: a depthwise kernel (kh, kw, C) or an (H, W) map."""
     kind = node.const[0]
@@ -281,6 +290,9 @@ def constant(node: Node) -> np.ndarray:
     if kind == "border_map":
         _, h, w, k, s = node.const
         return border_map(h, w, k, s)
+    if kind == "border_mask":
+        _, h, w, k, s = node.const
+        return border_mask(h, w, k, s)
     raise ValueError(f"node {node.name}: unknown constant {node.const!r}")
 
 
