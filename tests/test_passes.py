@@ -13,7 +13,7 @@ from edge.model.config import Pooling, nasnet_large, nasnet_mobile
 from edge.model.passes import (GPU, MAX_CONCAT_INPUTS, MAX_DW_TAPS, PASSES, TARGETS, XNNPACK_FP32, XNNPACK_INT8,
                                PackFactorized, SplitSeparable, avgpool_as_dwconv, build_plan, distinct_pads,
                                fuse_factorized,
-                               max_pool_border_map, max_pool_border_relu, merge_twin_pools, relu_as_dwconv, relu_before_concat, same_padding,
+                               max_pool_border_map, max_pool_border_relu, merge_twin_pools, share_max_pools, relu_as_dwconv, relu_before_concat, same_padding,
                                share_relu, split_concat, split_large_dwconv)
 from edge.model.plan import CONV_KINDS, NO_PAD, Kind, PadMode, Plan, compile, conv_out, same_pad4
 
@@ -293,13 +293,26 @@ def test_max_pool_border_map_leaves_no_pad_feeding_a_max_pool():
     assert all(plan.node(m.inputs[0]).pad_mode is PadMode.EXCLUDED for m in maxima)
 
 
+def test_share_max_pools_keeps_one_of_each_reduction_cells_equal_pools(ref):
+    plan = share_max_pools(same_padding(ref))
+    check(plan)
+    before = [n for n in ref.nodes if n.kind is Kind.MAX_POOL]
+    after = [n for n in plan.nodes if n.kind is Kind.MAX_POOL]
+    assert len(before) == 8 and len(after) == 4  # reduction_left2 and reduction_right5 of each reduction cell
+    assert {n.name.split("_")[1] for n in after} == {"left2"}
+    for right in [n for n in before if "right5" in n.name]:  # its readers now read the left pool of its cell
+        left = right.name.replace("right5", "left2")
+        assert all(left in plan.node(r).inputs for r in ref.readers[right.name])
+    assert share_max_pools(plan).nodes == plan.nodes
+
+
 def test_max_pool_border_relu_replaces_each_max_pool_pad_by_a_mask_on_the_pooled_output():
     before = build_plan(MOBILE, XNNPACK_INT8.without("max_pool_border_relu"))
     plan = build_plan(MOBILE, XNNPACK_INT8)
     check(plan)
     assert not [n for n in plan.nodes if n.kind is Kind.MAX_POOL and plan.node(n.inputs[0]).kind is Kind.PAD]
-    pools = [n for n in plan.nodes if n.kind is Kind.MAX_POOL]  # two per reduction cell, equal (the converter
-    assert len(pools) == 8 and all(n.pad_mode is PadMode.EXCLUDED for n in pools)  # merges them into one op)
+    pools = [n for n in plan.nodes if n.kind is Kind.MAX_POOL]  # one per reduction cell (share_max_pools)
+    assert len(pools) == 4 and all(n.pad_mode is PadMode.EXCLUDED for n in pools)
     for pool in pools:  # m -> SCALE(relu, mask) -> ADD(m, .), the ADD under the old pool's name (readers keep it)
         (mask,), (add,) = ([plan.node(r) for r in plan.readers[pool.name] if plan.node(r).kind is k]
                            for k in (Kind.SCALE, Kind.ADD))

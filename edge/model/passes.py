@@ -18,6 +18,8 @@ tap than its 7x3 one. The passes, in the order the targets run them:
   convolution's own padding (no PAD op; Keras' correct_pad equals 'SAME' at stride 2).
 - :func:`merge_twin_pools`: a block that adds the same average pool of the same state twice (NASNet-A normal
   block 4) as one pool with doubled weights.
+- :func:`share_max_pools`: the two equal max pools of every reduction cell's padded ``h`` as one (TFLite's
+  converter merges them; ``torch.export`` does not, and ExecuTorch ran both).
 - :func:`split_large_dwconv`: depthwise kernels over 25 taps (the 7x7 separable convs of the reduction
   cells) as a sum of kernel groups of at most 25 taps (7x3 + 7x3 + 7x1 at stride 1, 2x7 + 5x2 + 5x5 at
   stride 2), each on the input through its own zero pad (:func:`tap_groups`).
@@ -340,6 +342,23 @@ def merge_twin_pools(plan: Plan) -> Plan:
     return ed.plan("merge_twin_pools")
 
 
+def share_max_pools(plan: Plan) -> Plan:
+    """MAX_POOLs of one tensor with equal windows -> the first one.
+
+    Why: every NASNet-A reduction cell pools its zero-padded ``h`` twice, the same way (``reduction_left2`` and
+    ``reduction_right5``). TFLite's converter merges the two (equal ops); ``torch.export`` does not, so
+    ExecuTorch ran both pools, each behind a PAD copy XNNPACK cannot fold (8 pools instead of 4)."""
+    ed = Editor(plan)
+    first: dict[tuple, str] = {}
+    for n in [n for n in plan.nodes if n.kind is Kind.MAX_POOL]:
+        key = (n.inputs, n.kernel, n.stride, n.dilation, n.pad, n.pad_mode, n.activation, n.part)
+        if key in first:
+            ed.rewire(n.name, first[key])
+        else:
+            first[key] = n.name
+    return ed.plan("share_max_pools")
+
+
 def split_large_dwconv(plan: Plan) -> Plan:
     """SEPARABLE with a k x k kernel over 25 taps -> kernel groups (CROP/PAD -> DEPTHWISE), their ADD, then the
     pointwise CONV. Weights: :class:`SplitSeparable`."""
@@ -567,7 +586,8 @@ def max_pool_border_relu(plan: Plan) -> Plan:
 
 # -------------------------------------------------------------------------------------------------- targets
 PASSES: dict[str, Callable[[Plan], Plan]] = {f.__name__: f for f in (
-    fuse_factorized, avgpool_as_dwconv, same_padding, merge_twin_pools, split_large_dwconv, distinct_pads,
+    fuse_factorized, avgpool_as_dwconv, same_padding, merge_twin_pools, share_max_pools, split_large_dwconv,
+    distinct_pads,
     relu_before_concat,
     relu_as_dwconv, share_relu, split_concat, max_pool_border_map, max_pool_border_relu)}
 
@@ -589,7 +609,8 @@ class Target:
                       self.description)
 
 
-_XNNPACK = ("fuse_factorized", "avgpool_as_dwconv", "same_padding", "merge_twin_pools", "split_large_dwconv")
+_XNNPACK = ("fuse_factorized", "avgpool_as_dwconv", "same_padding", "merge_twin_pools", "share_max_pools",
+            "split_large_dwconv")
 REFERENCE = Target("reference", (), "Keras' NASNet layer for layer: the stock graph")
 XNNPACK_FP32 = Target("xnnpack_fp32", _XNNPACK + ("share_relu", "split_concat", "distinct_pads"),
                       "XNNPACK in float (LiteRT fp32/fp16/dynamic; ExecuTorch, whose int8 quantizer handles ReLU)")
