@@ -15,6 +15,8 @@ def test_fp32_program_is_fully_delegated_and_matches_eager(pte_fp32, pte_dir):
     assert pte_fp32["delegation"]["ops_outside"] == 0, pte_fp32["delegation"]
     v = pte_fp32["validation"]
     assert v["max_abs_prob_diff"] <= 1e-4 and v["top1_agreement"] == 1.0
+    # the count maps are NHWC constants (torch_emit): no per-inference transpose but the input's and output's
+    assert pte_fp32["delegation"]["detail"]["xnnpack_nodes"]["StaticTranspose"] == 2
 
 
 def test_int8_program_loads_runs_and_agrees_with_fp32(pte_int8, pte_fp32, pte_dir):
@@ -23,6 +25,7 @@ def test_int8_program_loads_runs_and_agrees_with_fp32(pte_int8, pte_fp32, pte_di
     # all int8 inside XNNPACK: the only converts are the program's input and output (no fp32 islands)
     detail = pte_int8["delegation"]["detail"]
     assert detail["xnnpack_converts"] == 2, detail["xnnpack_nodes"]
+    assert detail["xnnpack_nodes"]["StaticTranspose"] == 2, detail["xnnpack_nodes"]  # as in fp32
     assert pte_int8["quantization"]["fp32_parts"] == []
     assert pte_int8["validation"]["top1_agreement"] >= 0.9
     samples = list_images(sample_images_dir())
