@@ -399,7 +399,6 @@ def split_large_dwconv(plan: Plan) -> Plan:
     return ed.plan("split_large_dwconv")
 
 
-
 def _pad_variants(pad: Pad) -> list[Pad]:
     """The same padding with one row or column more or less after the input, in the order tried."""
     t, b, l, r = pad
@@ -542,18 +541,24 @@ def split_concat(plan: Plan) -> Plan:
     return ed.plan("split_concat")
 
 
-def max_pool_border_map(plan: Plan) -> Plan:
-    """PAD (zeros) -> 'valid' MAX_POOL -> a 'same' MAX_POOL (padding excluded) and MAXIMUM with the border map."""
-    ed = Editor(plan)
+def _zero_padded_max_pools(plan: Plan):
+    """(pool, its unpadded input, the padding) of each 'valid' MAX_POOL that reads a zero PAD which is exactly TF
+    'SAME' for it (Keras' zero pad + 'valid' max pool): what the two max-pool rewrites replace."""
     for n in [n for n in plan.nodes if n.kind is Kind.MAX_POOL and n.pad_mode is PadMode.ZERO and n.pad == NO_PAD]:
         pad = plan.node(n.inputs[0])
         if pad.kind is not Kind.PAD:
             continue
         src = plan.node(pad.inputs[0])
+        if same_pad4(src.shape[:2], n.kernel, n.stride) == pad.pad:
+            yield n, src, pad.pad
+
+
+def max_pool_border_map(plan: Plan) -> Plan:
+    """PAD (zeros) -> 'valid' MAX_POOL -> a 'same' MAX_POOL (padding excluded) and MAXIMUM with the border map."""
+    ed = Editor(plan)
+    for n, src, pad in _zero_padded_max_pools(plan):
         h, w, _ = src.shape
-        if same_pad4((h, w), n.kernel, n.stride) != pad.pad:
-            continue
-        pool = replace(n, inputs=(src.name,), pad=pad.pad, pad_mode=PadMode.EXCLUDED)
+        pool = replace(n, inputs=(src.name,), pad=pad, pad_mode=PadMode.EXCLUDED)
         border = Node(n.name + "_border", Kind.MAXIMUM, (n.name,), n.shape,
                       const=("border_map", h, w, n.kernel[0], n.stride[0]))
         ed.replace(n.name, [pool, border])
@@ -569,15 +574,9 @@ def max_pool_border_relu(plan: Plan) -> Plan:
     mask's MUL (its ReLU fused) and the ADD run on the pooled quarter-size output. Not
     :func:`max_pool_border_map`: LiteRT's XNNPACK delegate leaves an int8 MAXIMUM to LiteRT's kernels."""
     ed = Editor(plan)
-    for n in [n for n in plan.nodes if n.kind is Kind.MAX_POOL and n.pad_mode is PadMode.ZERO and n.pad == NO_PAD]:
-        pad = plan.node(n.inputs[0])
-        if pad.kind is not Kind.PAD:
-            continue
-        src = plan.node(pad.inputs[0])
+    for n, src, pad in _zero_padded_max_pools(plan):
         h, w, _ = src.shape
-        if same_pad4((h, w), n.kernel, n.stride) != pad.pad:
-            continue
-        pool = replace(n, name=n.name + "_same", inputs=(src.name,), pad=pad.pad, pad_mode=PadMode.EXCLUDED)
+        pool = replace(n, name=n.name + "_same", inputs=(src.name,), pad=pad, pad_mode=PadMode.EXCLUDED)
         mask = Node(n.name + "_border", Kind.SCALE, (pool.name,), n.shape, activation="relu",
                     const=("border_mask", h, w, n.kernel[0], n.stride[0]))
         ed.replace(n.name, [pool, mask, Node(n.name, Kind.ADD, (pool.name, mask.name), n.shape)])
@@ -587,9 +586,8 @@ def max_pool_border_relu(plan: Plan) -> Plan:
 # -------------------------------------------------------------------------------------------------- targets
 PASSES: dict[str, Callable[[Plan], Plan]] = {f.__name__: f for f in (
     fuse_factorized, avgpool_as_dwconv, same_padding, merge_twin_pools, share_max_pools, split_large_dwconv,
-    distinct_pads,
-    relu_before_concat,
-    relu_as_dwconv, share_relu, split_concat, max_pool_border_map, max_pool_border_relu)}
+    distinct_pads, relu_before_concat, relu_as_dwconv, share_relu, split_concat, max_pool_border_map,
+    max_pool_border_relu)}
 
 
 @dataclass(frozen=True)
