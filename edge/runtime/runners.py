@@ -22,6 +22,7 @@ import numpy as np
 from edge.model.config import Preprocessing
 from edge.errors import ModelError
 from edge.artifact.integrity import check_pte_header, probe_in_subprocess, verify_against_manifest
+from edge.artifact.pte_inputs import CHANNELS_LAST, program_inputs
 from edge.labels import Prediction, softmax, top_k
 from edge.preprocessing import ImageLike, preprocess
 
@@ -158,8 +159,16 @@ class LiteRTRunner(Runner):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         outs = []
+        float_input = self.input["dtype"] == np.float32
+        shape = tuple(self.input["shape"][1:])
         for sample in np.asarray(x, dtype=np.float32):
-            self.interpreter.set_tensor(self.input["index"], self._quantize(sample[None]))
+            if float_input and sample.shape == shape:
+                # one copy, straight into the interpreter's input buffer (astype + set_tensor made two: 29.9 us
+                # against 16.5 us for a 256x256 frame, medians of 3000 interleaved calls on the AVX-512 VNNI
+                # EPYC, 2026-12-08; ~0.5% of a two-thread int8 run); the view is dropped at once, as invoke requires
+                self.interpreter.tensor(self.input["index"])()[0] = sample
+            else:  # quantized input, or a wrong shape: set_tensor's own checks and message
+                self.interpreter.set_tensor(self.input["index"], self._quantize(sample[None]))
             self.interpreter.invoke()
             y = self.interpreter.get_tensor(self.output["index"])
             if y.dtype != np.float32:
@@ -231,21 +240,40 @@ class ExecuTorchRunner(Runner):
             raise ModelError(f"{self.path}: program has no 'forward' method")
         self._torch = torch
         self.info = read_artifact_info(self.path)
+        # Which 4-D inputs want channels-last (NHWC) bytes: ExecuTorch copies an input's bytes without checking
+        # their order (edge/artifact/pte_inputs.py), so the order is read from the program and matched here.
+        try:
+            self.channels_last = [bool(i) and len(i[0]) == 4 and i[1] == CHANNELS_LAST
+                                  for i in program_inputs(self.path)]
+        except ValueError:  # loaded above, so the runtime read it: fall back to the default (NCHW) order
+            self.channels_last = []
+        self.layout = "NHWC" if self.channels_last[:1] == [True] else "NCHW"
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
         outs = []
         for sample in np.asarray(x, dtype=np.float32):
-            t = torch.from_numpy(np.ascontiguousarray(sample.transpose(2, 0, 1)[None]))
+            if self.layout == "NHWC":  # the image's own bytes, viewed as 1x3xHxW (no copy here, none in XNNPACK)
+                t = torch.from_numpy(np.ascontiguousarray(sample)).unsqueeze(0).permute(0, 3, 1, 2)
+            else:
+                t = torch.from_numpy(np.ascontiguousarray(sample.transpose(2, 0, 1)[None]))
             outs.append(self.method.execute((t,))[0].numpy().reshape(-1))
         return np.stack(outs)
 
     def execute(self, *inputs):
-        """Run the program's ``forward`` on raw tensors (e.g. a per-cell program's x and p, NCHW)."""
-        return [o.clone() for o in self.method.execute(tuple(inputs))]
+        """Run the program's ``forward`` on raw tensors (e.g. a per-cell program's x and p, 1xCxHxW), each
+        given to the program in the memory order it declares, whatever the tensor's own."""
+        torch = self._torch
+        fed = []
+        for i, t in enumerate(inputs):
+            if isinstance(t, torch.Tensor) and t.dim() == 4:
+                cl = i < len(self.channels_last) and self.channels_last[i]
+                t = t.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+            fed.append(t)
+        return [o.clone() for o in self.method.execute(tuple(fed))]
 
     def describe(self) -> dict:
-        return {**super().describe(), "delegate": "xnnpack", "threads": self.threads}
+        return {**super().describe(), "delegate": "xnnpack", "threads": self.threads, "input_layout": self.layout}
 
 
 # Backend ids a .pte names in its delegate table (ExecuTorch's partitioners' backend names).
