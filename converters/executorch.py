@@ -517,10 +517,13 @@ def _choose_ranges(model, prepared, calibration, convert_pt2e) -> tuple:
     return quantized[best], report
 
 
-def image_tuples(batch: np.ndarray):
-    """NHWC float images -> a list of 1-tuples of NCHW tensors (the whole model's inputs)."""
+def image_tuples(batch: np.ndarray, layout: str = "NCHW"):
+    """NHWC float images -> a list of 1-tuples of 1x3xHxW tensors (the whole model's inputs): contiguous NCHW
+    copies, or for ``layout`` NHWC channels-last views of the images' own bytes."""
     import torch
 
+    if layout.upper() == "NHWC":  # unsqueeze, not x[None]: numpy gives a size-1 axis stride 0, which ExecuTorch rejects
+        return [(torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(0).permute(0, 3, 1, 2),) for x in batch]
     return [(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])),) for x in batch]
 
 
@@ -715,6 +718,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp32-parts", default=DEFAULT_FP32_PARTS, metavar="PARTS",
                    help="int8: parts left in fp32 inside the same delegate (comma-separated part names of "
                         "--cells: stem, cell_00 .. cell_15, head; 'none' quantizes all); see docs/lowering.md")
+    p.add_argument("--input-layout", choices=["nhwc", "nchw"], default=None,
+                   help="the order of the image's bytes the program takes (sizes 1x3xHxW either way): 'nhwc' "
+                        "(channels-last dim order; the default for xnnpack) is what a camera or decoder gives and "
+                        "what XNNPACK computes in, so neither the client nor the delegate transposes the image at "
+                        "every run; 'nchw' (the default for the other backends) for clients that feed contiguous "
+                        "NCHW tensors. The manifest's io.layout says which; ExecuTorch copies input bytes without "
+                        "checking their order (docs/manifest.md)")
     p.add_argument("--activation-ranges", choices=["auto", "mse", "mean", "histogram"], default="auto",
                    help="int8 activation ranges, as the LiteRT converter's (converters/ranges.py): 'mse' minimizes "
                         "each tensor's quantization error on the calibration images, 'mean' is the mean of each "
@@ -732,13 +742,15 @@ class ExecuTorchBackend(Backend):
     tool_packages = ("executorch", "torch", "torchao", "numpy")
 
     def __init__(self, delegate: str = "xnnpack", fp32_parts: str = DEFAULT_FP32_PARTS,
-                 activation_ranges: str = "auto"):
+                 activation_ranges: str = "auto", input_layout: str | None = None):
         self.delegate, self.fp32_parts, self.activation_ranges = delegate, fp32_parts, activation_ranges
         self.float_modules: tuple[str, ...] = ()  # --fp32-parts as module names, once the network is known
+        # NHWC bytes for XNNPACK: the channels-last pass then inserts no transpose of the input (below)
+        self.input_layout = (input_layout or ("nhwc" if delegate == "xnnpack" else "nchw")).upper()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ExecuTorchBackend:
-        return cls(args.backend, args.fp32_parts, args.activation_ranges)
+        return cls(args.backend, args.fp32_parts, args.activation_ranges, getattr(args, "input_layout", None))
 
     @property
     def backend(self) -> str:
@@ -792,15 +804,24 @@ class ExecuTorchBackend(Backend):
 
         size = loaded.config.input_size
         int8 = precision is Precision.INT8
-        edge = export_program(built.model, (torch.zeros(1, 3, size, size),), precision,
-                              image_tuples(loaded.calibration.batch) if int8 else None, self.delegate,
-                              float_modules=self.float_modules if int8 else (), ranges=self.activation_ranges)
+        # The example's memory format becomes the program input's dim order. Channels-last: XNNPACK's
+        # ChannelsLastTaggedReshapePass (executorch/backends/xnnpack/_passes) tags an NHWC placeholder as NHWC
+        # and inserts no StaticTranspose before the first conv; with an NCHW input every run transposes the
+        # image inside the delegate, after the client transposed its NHWC image to NCHW.
+        example = torch.zeros(1, 3, size, size)
+        if self.input_layout == "NHWC":
+            example = example.contiguous(memory_format=torch.channels_last)
+        edge = export_program(built.model, (example,), precision,
+                              image_tuples(loaded.calibration.batch, self.input_layout) if int8 else None,
+                              self.delegate, float_modules=self.float_modules if int8 else (),
+                              ranges=self.activation_ranges)
         quantization = None
         if int8:
             quantization = Quantization("PT2E static, XNNPACKQuantizer symmetric, per-channel weights",
                                         activation_ranges=getattr(edge, "_nasnet_ranges", None),
                                         fp32_parts=[part_name(m) for m in self.float_modules])
-        return Converted(edge, IO("float", "float", "NCHW"), quantization, getattr(edge, "_nasnet_timings", {}))
+        return Converted(edge, IO("float", "float", self.input_layout), quantization,
+                         getattr(edge, "_nasnet_timings", {}))
 
     def serialize(self, converted: Converted, embedded: dict, path: Path) -> None:
         serialize_program(converted.payload, path)  # a .pte carries no manifest: it lies beside it

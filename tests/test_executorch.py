@@ -15,8 +15,10 @@ def test_fp32_program_is_fully_delegated_and_matches_eager(pte_fp32, pte_dir):
     assert pte_fp32["delegation"]["ops_outside"] == 0, pte_fp32["delegation"]
     v = pte_fp32["validation"]
     assert v["max_abs_prob_diff"] <= 1e-4 and v["top1_agreement"] == 1.0
-    # the count maps are NHWC constants (torch_emit): no per-inference transpose but the input's and output's
-    assert pte_fp32["delegation"]["detail"]["xnnpack_nodes"]["StaticTranspose"] == 2
+    # the count maps are NHWC constants (torch_emit) and the input is channels-last (--input-layout nhwc): the
+    # one transpose left is the pooled features' (1xCx1x1, before the classifier)
+    assert pte_fp32["delegation"]["detail"]["xnnpack_nodes"]["StaticTranspose"] == 1
+    assert pte_fp32["io"]["layout"] == "NHWC"
 
 
 def test_int8_program_loads_runs_and_agrees_with_fp32(pte_int8, pte_fp32, pte_dir):
@@ -25,7 +27,7 @@ def test_int8_program_loads_runs_and_agrees_with_fp32(pte_int8, pte_fp32, pte_di
     # all int8 inside XNNPACK: the only converts are the program's input and output (no fp32 islands)
     detail = pte_int8["delegation"]["detail"]
     assert detail["xnnpack_converts"] == 2, detail["xnnpack_nodes"]
-    assert detail["xnnpack_nodes"]["StaticTranspose"] == 2, detail["xnnpack_nodes"]  # as in fp32
+    assert detail["xnnpack_nodes"]["StaticTranspose"] == 1, detail["xnnpack_nodes"]  # as in fp32
     assert pte_int8["quantization"]["fp32_parts"] == []
     assert pte_int8["validation"]["top1_agreement"] >= 0.9
     samples = list_images(sample_images_dir())
@@ -106,6 +108,61 @@ def test_int8_pads_lower_as_int8_xnnpack_pads_not_fp32_islands():
         cx.partitioner_for = original
     # if this fails, upstream takes int8 pads now: nasnet_xnnpack_configs() can go
     assert stock.detail["xnnpack_converts"] == 4, stock
+
+
+@pytest.mark.slow  # exports two programs (seconds each)
+def test_channels_last_input_skips_the_input_transpose_and_every_runner_feeds_the_declared_order(tmp_path,
+                                                                                                monkeypatch):
+    """The converter's xnnpack default (--input-layout nhwc): a channels-last example input gives a program whose
+    input has dim order (0, 2, 3, 1) and one StaticTranspose fewer than an NCHW one (XNNPACK's channels-last pass
+    tags the input NHWC). ExecuTorch copies input bytes without checking their order, so the runners read the
+    order from the program: predict and execute (even given a contiguous NCHW tensor), and the board runner's
+    classify, give the eager network's answers for both layouts, while raw NCHW bytes into the NHWC program do not."""
+    import numpy as np
+    import torch
+
+    from benchmarks.remote_runner import classify
+    from conftest import small_nasnet
+    from converters.common import Precision
+    from converters.executorch import delegation_report, export_program, image_tuples, write_program
+    from edge.artifact.pte_inputs import CHANNELS_LAST, program_inputs
+
+    cfg, model = small_nasnet(lowered=True)
+    images = np.random.default_rng(3).uniform(-1, 1, (3, 48, 48, 3)).astype(np.float32)
+    nchw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    with torch.no_grad():
+        want = model(nchw).numpy()
+    transposes, paths = {}, {}
+    for layout, order in (("NHWC", CHANNELS_LAST), ("NCHW", (0, 1, 2, 3))):
+        (x,) = image_tuples(images[:1], layout)[0]
+        edge = export_program(model, (x,), Precision.FP32, None, "xnnpack", progress=False)
+        transposes[layout] = delegation_report(edge).detail["xnnpack_nodes"].get("StaticTranspose", 0)
+        paths[layout] = path = tmp_path / f"{layout}.pte"
+        write_program(edge, path)
+        assert program_inputs(path) == [((1, 3, 48, 48), order)]
+    probed_together(list(paths.values()), monkeypatch)
+    assert transposes["NHWC"] == transposes["NCHW"] - 1, transposes
+    # the hazard the runners guard against: NCHW bytes into the NHWC program answer for another image
+    raw = ExecuTorchRunner(paths["NHWC"]).method.execute((nchw[:1].contiguous(),))[0].numpy()
+    wrong = np.abs(raw - want[:1]).max()
+    assert wrong > 1e-4, wrong
+    for layout, path in paths.items():
+        r = ExecuTorchRunner(path)
+        assert r.layout == layout
+        for got, ref in ((r.predict(images), want), (r.execute(nchw[:1])[0].numpy(), want[:1]),
+                         (classify(str(path), images)[1], want)):
+            assert np.abs(got - ref).max() < wrong / 20, (layout, np.abs(got - ref).max(), wrong)
+
+
+def test_program_inputs_reads_the_declared_dim_order_and_rejects_what_is_no_program(tmp_path, pte_fp32, pte_dir):
+    from edge.artifact.pte_inputs import CHANNELS_LAST, program_inputs, takes_channels_last
+
+    assert program_inputs(pte_dir / pte_fp32["artifact"]) == [((1, 3, 224, 224), CHANNELS_LAST)]
+    assert takes_channels_last(pte_dir / pte_fp32["artifact"])
+    for i, junk in enumerate((b"", b"\0" * 100, b"\xff" * 64)):
+        (tmp_path / f"{i}.pte").write_bytes(junk)
+        with pytest.raises(ValueError):
+            program_inputs(tmp_path / f"{i}.pte")
 
 
 def test_corrupt_pte_gives_a_clear_error(tmp_path):

@@ -113,7 +113,7 @@ class IO:
     """What the artifact takes and gives: element types (``float``, ``int8``, ``uint8``) and the image layout."""
     input: str
     output: str
-    layout: str  # NHWC (LiteRT) or NCHW (ExecuTorch)
+    layout: str  # the image bytes' order: NHWC (LiteRT; ExecuTorch xnnpack, sizes 1x3xHxW channels-last) or NCHW
     values: str = OUTPUT_VALUES
 
     def to_dict(self) -> dict:
