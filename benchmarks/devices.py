@@ -207,11 +207,11 @@ def compare_outputs(remote_raw: np.ndarray, local_raw: np.ndarray, local_logits:
 
 
 def pte_input_shape(path: str | os.PathLike) -> list[int] | None:
-    """The NCHW input shape of a ``.pte`` from its manifest (the converter's configuration), sent to the board's
-    runner with the case; None without a manifest (the runner then asks the program itself).
+    """The 1x3xHxW input sizes of a ``.pte`` from its manifest (the converter's configuration), sent to the
+    board's runner with the case; None without a manifest (the runner then asks the program itself).
 
-    A ``.pte`` takes float32 NCHW (its manifest's ``io``) at the configuration's input size, which is not always
-    224 (a NASNet-Large configuration is 331, the test networks 48).
+    A ``.pte`` takes float32 of sizes 1x3xHxW (NCHW or channels-last bytes: its manifest's ``io.layout``) at the
+    configuration's input size, which is not always 224 (a NASNet-Large configuration is 331, the test networks 48).
     """
     from edge.model.config import NASNetConfig, Preprocessing
     from edge.runtime.runners import manifest_path
@@ -291,6 +291,8 @@ def run_ssh(spec: str, models: list[str], threads: list[int], delegates: list[st
         session.put(here / "remote_runner.py", f"{REMOTE_DIR}/remote_runner.py")
         if (here / "isa.py").is_file():  # stdlib-only ISA detection, imported by the runner when present
             session.put(here / "isa.py", f"{REMOTE_DIR}/isa.py")
+        # stdlib-only reader of a .pte's input dim order: the runner feeds NHWC bytes to channels-last programs
+        session.put(here.parent / "edge" / "artifact" / "pte_inputs.py", f"{REMOTE_DIR}/pte_inputs.py")
 
         def remote_job(doc: dict, name: str, timeout: int = 3600) -> dict:
             jf = workdir / name

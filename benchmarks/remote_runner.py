@@ -65,6 +65,20 @@ def load(case):
     raise ValueError("unsupported model " + path)
 
 
+def pte_takes_channels_last(path):
+    """Does the program want its image in NHWC byte order (the toolkit's xnnpack default)? Read from the .pte
+    by ``pte_inputs.py`` (stdlib only), copied beside this file by the host; the toolkit's own copy when this
+    function runs on the host."""
+    try:
+        from pte_inputs import takes_channels_last
+    except ImportError:
+        try:
+            from edge.artifact.pte_inputs import takes_channels_last
+        except ImportError:
+            return False  # an older host that sent no reader: programs were NCHW then
+    return takes_channels_last(path)
+
+
 def pte_input_shape(method, sent=None):
     """The input shape to time a ``.pte`` with: the one the host sent from the artifact's manifest, checked
     against the program's own input when this ExecuTorch can say it (MethodMeta); the program's when none was sent.
@@ -124,8 +138,12 @@ def classify(path, images, threads=1, delegate="xnnpack"):
         import torch
 
         method = open_pte(path, threads)
+        nhwc = pte_takes_channels_last(path)
         for sample in np.asarray(images, dtype=np.float32):
-            t = torch.from_numpy(np.ascontiguousarray(sample.transpose(2, 0, 1)[None]))
+            if nhwc:  # the image's bytes as they are: ExecuTorch copies input bytes without checking their order
+                t = torch.from_numpy(np.ascontiguousarray(sample)).unsqueeze(0).permute(0, 3, 1, 2)
+            else:
+                t = torch.from_numpy(np.ascontiguousarray(sample.transpose(2, 0, 1)[None]))
             y = method.execute((t,))[0].numpy().reshape(-1).copy()
             raw.append(y)
             logits.append(y.astype(np.float32))
