@@ -129,13 +129,15 @@ class ExecuTorchClassifier(model: File, threads: Int) : Classifier {
     override val preprocessing = Preprocessing.fromManifest(manifest)
     // memory-mapped; numThreads sizes the XNNPACK thread pool (0 would mean the runtime's default)
     private val module = Module.load(model.path, Module.LOAD_MODE_MMAP, threads)
+    // NHWC: the program's input has channels-last dim order (the converter's xnnpack default), so the core
+    // module's NHWC floats go in as they are; NCHW programs get them transposed. ExecuTorch copies input bytes
+    // without checking their order, so this must follow the manifest.
+    private val layout = FrameProcessor.programLayout(manifest)
 
     override fun logits(input: FloatArray): FloatArray {
-        // the toolkit's .pte takes NCHW float; the core module produces NHWC
         val s = preprocessing.size
-        val nchw = FloatArray(input.size)
-        for (c in 0 until 3) for (y in 0 until s) for (x in 0 until s) nchw[(c * s + y) * s + x] = input[(y * s + x) * 3 + c]
-        val out = module.forward(EValue.from(Tensor.fromBlob(nchw, longArrayOf(1, 3, s.toLong(), s.toLong()))))
+        val data = if (layout == "NHWC") input else FrameProcessor.toNchw(input, s)
+        val out = module.forward(EValue.from(Tensor.fromBlob(data, longArrayOf(1, 3, s.toLong(), s.toLong()))))
         return out[0].toTensor().dataAsFloatArray
     }
 

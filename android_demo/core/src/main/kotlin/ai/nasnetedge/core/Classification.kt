@@ -50,6 +50,11 @@ object Json {
         return m.groupValues[1].toDoubleOrNull()
     }
 
+    fun string(json: String, key: String): String? {
+        val m = Regex("\"" + Regex.escape(key) + "\"\\s*:\\s*\"((?:[^\"\\\\]|\\\\.)*)\"").find(json) ?: return null
+        return unescape(m.groupValues[1])
+    }
+
     fun objectField(json: String, key: String): String? {
         val start = Regex("\"" + Regex.escape(key) + "\"\\s*:\\s*\\{").find(json) ?: return null
         var depth = 0

@@ -133,6 +133,20 @@ object FrameProcessor {
     fun normalize(img: RgbImage, pre: Preprocessing): FloatArray =
         FloatArray(img.data.size) { img.data[it] * pre.scale + pre.offset }
 
+    /** The NHWC float image as contiguous NCHW, for an ExecuTorch program whose manifest's io.layout is NCHW
+     *  (`--input-layout nchw`, and every .pte before it); a channels-last program (NHWC, the xnnpack default)
+     *  takes the NHWC array as it is. ExecuTorch copies input bytes without checking their order. */
+    fun toNchw(x: FloatArray, size: Int, channels: Int = 3): FloatArray {
+        require(x.size == size * size * channels) { "expected ${size}x${size}x$channels values, got ${x.size}" }
+        val out = FloatArray(x.size)
+        for (c in 0 until channels) for (p in 0 until size * size) out[c * size * size + p] = x[p * channels + c]
+        return out
+    }
+
+    /** The byte order a .pte's manifest says its image input takes: io.layout, NCHW when absent (schema 1). */
+    fun programLayout(manifest: String): String =
+        Json.objectField(manifest, "io")?.let { Json.string(it, "layout") } ?: "NCHW"
+
     /** int8 input tensor for a full-integer model: round(x / scale) + zeroPoint, clamped to [-128, 127]. */
     fun quantize(x: FloatArray, scale: Float, zeroPoint: Int): ByteArray =
         ByteArray(x.size) { Math.min(127, Math.max(-128, Math.round(x[it] / scale) + zeroPoint)).toByte() }

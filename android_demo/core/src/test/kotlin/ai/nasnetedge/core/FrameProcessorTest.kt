@@ -34,6 +34,22 @@ class FrameProcessorTest {
     }
 
     @Test
+    fun nhwcToNchwMovesEachChannelToItsPlane() {
+        // 2x2 image, 3 channels: value = 10 * pixel + channel
+        val nhwc = FloatArray(12) { (10 * (it / 3) + it % 3).toFloat() }
+        val nchw = FrameProcessor.toNchw(nhwc, 2)
+        assertArrayEquals(floatArrayOf(0f, 10f, 20f, 30f, 1f, 11f, 21f, 31f, 2f, 12f, 22f, 32f), nchw, 0f)
+    }
+
+    @Test
+    fun programLayoutComesFromTheManifestsIo() {
+        val nhwc = "{\"io\": {\"input\": \"float\", \"output\": \"float\", \"layout\": \"NHWC\"}, \"labels\": [\"a\"]}"
+        assertEquals("NHWC", FrameProcessor.programLayout(nhwc))
+        assertEquals("NCHW", FrameProcessor.programLayout("{\"io\": {\"input\": \"float\", \"layout\": \"NCHW\"}}"))
+        assertEquals("NCHW", FrameProcessor.programLayout("{\"io\": \"float32 NCHW in, float32 logits out\"}"))
+    }
+
+    @Test
     fun rotationsCompose() {
         val img = RgbImage(3, 2, IntArray(18) { it })
         val r90 = FrameProcessor.rotate(img, 90)
