@@ -66,6 +66,11 @@ def test_a_build_record_beside_a_library_names_its_flags(tmp_path):
         "GCC 12.2.0 -fschedule-insns -fsched-pressure"
     assert native.build_label({"compiler": "clang 19.1.7 (C runtime objects: GCC 12.2.0)", "build": {}}) == \
         "clang 19.1.7"
+    # --threadpool: a build on its own pthreadpool is named apart from one on the wheel's (same compiler)
+    assert native.build_label({"compiler": "clang 19.1.7", "build": {"threadpool": "own pthreadpool 0e6ca137"}}) == \
+        "clang 19.1.7 + own pthreadpool 0e6ca137"
+    assert native.build_label({"compiler": "clang 19.1.7", "build": {"threadpool": "the wheel's pthreadpool"}}) == \
+        "clang 19.1.7"
 
 
 BUILD_SCRIPT = REPO / "scripts" / "build_executorch_xnnpack.sh"
@@ -76,6 +81,7 @@ BUILD_SCRIPT = REPO / "scripts" / "build_executorch_xnnpack.sh"
     (["--compiler", "gcc", "--src", "/nonexistent/executorch"], "--src /nonexistent/executorch: no such folder"),
     (["--compiler", "gcc", "--src", "{tmp}"], "is not an ExecuTorch tree with its XNNPACK submodules"),
     (["--frobnicate"], "unknown option '--frobnicate'"),
+    (["--threadpool", "openmp"], "--threadpool openmp: choose own or wheel"),
 ])
 def test_the_backend_build_script_answers_bad_input_in_one_line(tmp_path, args, expect):
     """The build itself needs ExecuTorch's sources and a network (docs/benchmarking.md has the measured builds);
