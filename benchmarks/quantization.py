@@ -188,8 +188,10 @@ def to_markdown(result: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edge.cli import DefaultsHelpFormatter
+
     p = argparse.ArgumentParser(prog="python -m benchmarks.quantization", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--weights", default="default", help="default | imagenet | PATH.h5 | PATH.pt")
     p.add_argument("--data", type=Path, default=None,
                    help="held-out real images (folder, recursive); default: the package's sample images")

@@ -23,6 +23,7 @@ import re
 import sys
 import time
 import warnings
+from edge.cli import DefaultsHelpFormatter
 from pathlib import Path
 
 import numpy as np
@@ -711,7 +712,7 @@ def xnnpack_node_counts(edge) -> collections.Counter:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m converters.executorch", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     add_common_arguments(p, PRECISIONS)
     p.add_argument("--backend", default="xnnpack", choices=["xnnpack", "vulkan", "coreml", "qnn"],
                    help="ExecuTorch partitioner (the others where their packages and SDKs exist)")

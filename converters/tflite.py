@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sys
+from edge.cli import DefaultsHelpFormatter
 from pathlib import Path
 
 import numpy as np
@@ -532,7 +533,7 @@ class LiteRTBackend(Backend):
 # ----------------------------------------------------------------------------- the command
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m converters.tflite", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     add_common_arguments(p, [x.value for x in Precision])
     p.add_argument("--io", choices=IO_TYPES, default="float",
                    help="int8 model input/output type. 'float' (default) keeps quantize/dequantize inside the model "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import logging
 import os
@@ -62,3 +63,15 @@ def run_cli(fn: Callable[[], object], verbose: bool = False) -> int:
         print(REPORT_LINE, file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default, said once: argparse's own formatter appends "(default: X)" even to a
+    help text that already names the default in words, and "(default: None)" to options whose default is decided
+    later ("200, or all there are")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)

@@ -406,3 +406,26 @@ def test_bugs_keep_their_traceback_and_user_errors_are_one_line(capsys):
                                        "choose another --output\n")
     assert run_cli(raise_(OSError(errno.EIO, "Input/output error"))) == 1  # not the user's to fix: a traceback
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_help_says_each_default_once():
+    """The converters' --help: argparse's defaults formatter appended "(default: X)" after help texts that name the
+    default in words, and "(default: None)" where the default is decided later; each default is said once now."""
+    import argparse
+    import re
+
+    from converters.executorch import build_parser as executorch_parser
+    from converters.tflite import build_parser as tflite_parser
+    from edge.cli import DefaultsHelpFormatter
+
+    p = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--worded", type=int, default=200, help="images to use (default 200, or all there are)")
+    p.add_argument("--plain", default="fp32", help="precision")
+    p.add_argument("--later", default=None, help="decided later")
+    text = re.sub(r"\s+", " ", p.format_help())
+    assert "(default 200, or all there are)" in text and "(default: 200)" not in text
+    assert "precision (default: fp32)" in text and "(default: None)" not in text
+    for parser in (tflite_parser(), executorch_parser()):
+        text = re.sub(r"\s+", " ", parser.format_help())
+        assert "(default: None)" not in text and "are) (default: 200)" not in text
+        assert "(default: fp32)" in text  # a default said nowhere else is still said
