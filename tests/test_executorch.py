@@ -419,3 +419,30 @@ def test_shared_node_provenance_keeps_the_history_and_the_program(tmp_path):
             return edge.to_executorch().buffer
 
     assert program(True) == program(False)
+
+
+def test_relus_of_one_tensor_are_merged_before_lowering(monkeypatch):
+    """Each cell output is read through a ReLU by the next two cells; TFLite's converter merges the two, torch.export
+    does not, and XNNPACK then runs both as standalone Clamps (neither is its producer's only reader). The exporter
+    merges them: the program has fewer Clamp nodes than one exported without the merge, and computes the same."""
+    import torch
+
+    import converters.executorch as ex
+    from conftest import small_nasnet
+    from converters.common import Precision
+
+    cfg, model = small_nasnet(lowered=True)
+    example = (torch.zeros(1, 3, 48, 48),)
+    ep = torch.export.export(model, example, strict=False)
+    x = torch.randn(1, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    removed = ex.merge_equal_relus(ep.graph_module)
+    assert removed > 0
+    relu_inputs = [n.args[0] for n in ep.graph_module.graph.nodes if "relu" in str(n.target)]
+    assert len(relu_inputs) == len(set(relu_inputs))
+    with torch.no_grad():
+        assert torch.equal(ep.module()(x), model(x))
+    merged = ex.delegation_report(ex.export_program(model, example, Precision.FP32, None, "xnnpack", progress=False))
+    monkeypatch.setattr(ex, "merge_equal_relus", lambda gm: 0)
+    unmerged = ex.delegation_report(ex.export_program(model, example, Precision.FP32, None, "xnnpack", progress=False))
+    clamps = merged.detail["xnnpack_nodes"].get("Clamp", 0), unmerged.detail["xnnpack_nodes"].get("Clamp", 0)
+    assert clamps[0] <= clamps[1] - removed, clamps  # more when a merged ReLU is now its producer's only reader

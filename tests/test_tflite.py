@@ -320,3 +320,30 @@ def test_bad_inputs_give_one_line_errors_and_leave_nothing(tmp_path, case):
 def test_unknown_precision_is_rejected():
     r = run_module("converters.tflite", "--precision", "int4")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_elementwise_tiles_finds_the_int8_forms_one_and_two_tile_operators(tflite_int8, tflite_dir, tmp_path):
+    """scripts/elementwise_tiles.py (docs/benchmarking.md, issue 20): XNNPACK splits elementwise ops into 16 KiB
+    tiles, so the default model's int8 form has adds and concatenation copies of one tile (the 7x7 cells: no second
+    thread can help) where fp32, four times the bytes, has none; a file that is no model is one line, exit 2."""
+    import importlib.util
+    import math
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("elementwise_tiles", repo / "scripts" / "elementwise_tiles.py")
+    tiles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tiles)
+    ops = tiles.tiles_per_op(str(tflite_dir / tflite_int8["artifact"]))
+    assert {"ADD", "MUL", "copy (a CONCATENATION input)"} <= set(ops), set(ops)
+    for name, items in ops.items():
+        assert all(t == math.ceil(b / tiles.TILE_BYTES) for b, t in items), name
+    assert sum(t == 1 for _, t in ops["ADD"]) > 0 and sum(t == 1 for _, t in ops["copy (a CONCATENATION input)"]) > 0
+    assert tiles.best_speedup(8 * 1024, 2) == 1.0 and tiles.best_speedup(32 * 1024, 2) == 2.0
+    assert 1.0 < tiles.best_speedup(48 * 1024, 2) < 2.0  # three tiles: 2:1
+    bad = tmp_path / "x.tflite"
+    bad.write_bytes(b"not a model")
+    r = subprocess.run([sys.executable, str(repo / "scripts" / "elementwise_tiles.py"), str(bad)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "cannot read it" in r.stderr, r.stderr
