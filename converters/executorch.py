@@ -434,21 +434,28 @@ def export_program(model, example: tuple, precision: Precision, calibration, bac
         return _export_program(model, example, precision, calibration, backend, progress, float_modules, ranges)
 
 
-def merge_equal_relus(gm) -> int:
-    """Merge ReLUs of the same tensor into the first; returns how many were removed.
+# Ops merged when they read the same tensors with the same arguments (merge_equal_ops). Not pads: a zero pad with
+# two readers is one XNNPACK cannot fold into either convolution (docs/lowering.md, distinct_pads).
+MERGED_OPS = ("relu", "slice")
+
+
+def merge_equal_ops(gm) -> int:
+    """Merge ReLUs and slices of the same tensor with the same arguments into the first; returns how many were removed.
 
     Every NASNet cell output is read through a ReLU by the next two cells, and the plan's ``share_relu`` merges
-    ReLUs only within a part (``--cells`` exports each part alone, taking its x and p unrectified). TFLite's
-    converter merges equal ops across the whole graph, so LiteRT ran one ReLU per cell output; ``torch.export``
+    ReLUs only within a part (``--cells`` exports each part alone, taking its x and p unrectified); the two 7x7
+    separables of a reduction cell cut the same kernel-group slices of one input. TFLite's converter merges equal
+    ops across the whole graph, so LiteRT ran one ReLU per cell output and one copy per slice; ``torch.export``
     merges nothing, and XNNPACK fuses a ReLU into its producer only when it is the producer's one reader
-    (``xnn_subgraph_fusion``), so ExecuTorch ran both, as standalone Clamp nodes over the whole concatenated
-    output (64 Clamp against LiteRT's 48 RELU in NASNet-Mobile). Exact: the same op on the same tensor."""
+    (``xnn_subgraph_fusion``), so ExecuTorch ran both, as standalone Clamp nodes over the whole concatenated output
+    (64 Clamp against LiteRT's 48 RELU in NASNet-Mobile) and 32 slice copies against 25. Exact: the same op on the
+    same tensor."""
     first: dict = {}
     removed = 0
     for node in list(gm.graph.nodes):
-        if node.op != "call_function" or "relu" not in str(node.target) or node.kwargs:
+        if node.op != "call_function" or not any(k in str(node.target) for k in MERGED_OPS):
             continue
-        key = (node.target, node.args)
+        key = (node.target, node.args, tuple(sorted(node.kwargs.items())))
         if key in first:
             node.replace_all_uses_with(first[key])
             gm.graph.erase_node(node)
@@ -481,7 +488,7 @@ def _export_program(model, example, precision, calibration, backend, progress, f
     if precision is Precision.FP16:
         model = _half_wrapper(model)
     ep = torch.export.export(model, example, strict=False)
-    merge_equal_relus(ep.graph_module)
+    merge_equal_ops(ep.graph_module)
     lap("torch.export")
     if precision is Precision.INT8:
         with quiet_executorch_import():

@@ -421,10 +421,12 @@ def test_shared_node_provenance_keeps_the_history_and_the_program(tmp_path):
     assert program(True) == program(False)
 
 
-def test_relus_of_one_tensor_are_merged_before_lowering(monkeypatch):
-    """Each cell output is read through a ReLU by the next two cells; TFLite's converter merges the two, torch.export
-    does not, and XNNPACK then runs both as standalone Clamps (neither is its producer's only reader). The exporter
-    merges them: the program has fewer Clamp nodes than one exported without the merge, and computes the same."""
+def test_relus_and_slices_of_one_tensor_are_merged_before_lowering(monkeypatch):
+    """Each cell output is read through a ReLU by the next two cells, and the 7x7 separables of a reduction cell cut
+    the same slices; TFLite's converter merges such ops, torch.export does not, and XNNPACK then runs both as
+    standalone Clamps and copies. The exporter merges them (not pads, which XNNPACK folds into one reader only): the
+    program has fewer Clamp and slice nodes than one exported without the merge, every pad still one reader, and
+    computes the same."""
     import torch
 
     import converters.executorch as ex
@@ -435,14 +437,19 @@ def test_relus_of_one_tensor_are_merged_before_lowering(monkeypatch):
     example = (torch.zeros(1, 3, 48, 48),)
     ep = torch.export.export(model, example, strict=False)
     x = torch.randn(1, 3, 48, 48, generator=torch.Generator().manual_seed(1))
-    removed = ex.merge_equal_relus(ep.graph_module)
+    removed = ex.merge_equal_ops(ep.graph_module)
     assert removed > 0
-    relu_inputs = [n.args[0] for n in ep.graph_module.graph.nodes if "relu" in str(n.target)]
-    assert len(relu_inputs) == len(set(relu_inputs))
+    nodes = list(ep.graph_module.graph.nodes)
+    relu_inputs = [n.args[0] for n in nodes if "relu" in str(n.target)]
+    slices = [n.args for n in nodes if "slice" in str(n.target)]
+    assert len(relu_inputs) == len(set(relu_inputs)) and len(slices) == len(set(slices))
+    assert all(len(n.users) == 1 for n in nodes if "pad" in str(n.target))
     with torch.no_grad():
         assert torch.equal(ep.module()(x), model(x))
     merged = ex.delegation_report(ex.export_program(model, example, Precision.FP32, None, "xnnpack", progress=False))
-    monkeypatch.setattr(ex, "merge_equal_relus", lambda gm: 0)
+    monkeypatch.setattr(ex, "merge_equal_ops", lambda gm: 0)
     unmerged = ex.delegation_report(ex.export_program(model, example, Precision.FP32, None, "xnnpack", progress=False))
-    clamps = merged.detail["xnnpack_nodes"].get("Clamp", 0), unmerged.detail["xnnpack_nodes"].get("Clamp", 0)
-    assert clamps[0] <= clamps[1] - removed, clamps  # more when a merged ReLU is now its producer's only reader
+    kept = {k: (merged.detail["xnnpack_nodes"].get(k, 0), unmerged.detail["xnnpack_nodes"].get(k, 0))
+            for k in ("Clamp", "StaticSlice")}
+    # a merged ReLU that is now its producer's only reader is fused into it: more Clamps may go than were merged
+    assert kept["Clamp"][0] + kept["StaticSlice"][0] <= kept["Clamp"][1] + kept["StaticSlice"][1] - removed, kept
