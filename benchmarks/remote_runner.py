@@ -65,18 +65,14 @@ def load(case):
     raise ValueError("unsupported model " + path)
 
 
-def pte_takes_channels_last(path):
-    """Does the program want its image in NHWC byte order (the toolkit's xnnpack default)? Read from the .pte
-    by ``pte_inputs.py`` (stdlib only), copied beside this file by the host; the toolkit's own copy when this
-    function runs on the host."""
+def pte_inputs():
+    """The stdlib-only reader of a program's input dim order (``edge/artifact/pte_inputs.py``): copied beside this
+    file by the host for a board, the toolkit's own when this runs on the host."""
     try:
-        from pte_inputs import takes_channels_last
+        import pte_inputs as module
     except ImportError:
-        try:
-            from edge.artifact.pte_inputs import takes_channels_last
-        except ImportError:
-            return False  # an older host that sent no reader: programs were NCHW then
-    return takes_channels_last(path)
+        from edge.artifact import pte_inputs as module
+    return module
 
 
 def pte_input_shape(method, sent=None):
@@ -135,16 +131,12 @@ def classify(path, images, threads=1, delegate="xnnpack"):
                 y = (y.astype(np.float32) - zp) * scale
             logits.append(y.astype(np.float32))
     elif path.endswith(".pte"):
-        import torch
-
         method = open_pte(path, threads)
-        nhwc = pte_takes_channels_last(path)
+        # ExecuTorch copies input bytes without checking their order: feed the one the program declares
+        reader = pte_inputs()
+        nhwc = reader.takes_channels_last(path)
         for sample in np.asarray(images, dtype=np.float32):
-            if nhwc:  # the image's bytes as they are: ExecuTorch copies input bytes without checking their order
-                t = torch.from_numpy(np.ascontiguousarray(sample)).unsqueeze(0).permute(0, 3, 1, 2)
-            else:
-                t = torch.from_numpy(np.ascontiguousarray(sample.transpose(2, 0, 1)[None]))
-            y = method.execute((t,))[0].numpy().reshape(-1).copy()
+            y = method.execute((reader.image_tensor(sample, nhwc),))[0].numpy().reshape(-1).copy()
             raw.append(y)
             logits.append(y.astype(np.float32))
     else:

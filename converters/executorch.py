@@ -23,7 +23,6 @@ import re
 import sys
 import time
 import warnings
-from edge.cli import DefaultsHelpFormatter
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ import numpy as np
 from converters import pipeline
 from converters.common import ConversionError, Precision, add_common_arguments, write_json_atomic
 from converters.pipeline import Backend, Built, Converted, Job, Loaded, Reference
+from edge.cli import DefaultsHelpFormatter
 from edge.artifact.manifest import (DELEGATE_TARGETS, IO, CellsManifest, Converter, Delegation, Format, PartEntry,
                                     Quantization)
 from edge.quiet import quiet_executorch_import
@@ -456,6 +456,10 @@ def merge_equal_ops(gm) -> int:
         if node.op != "call_function" or not any(k in str(node.target) for k in MERGED_OPS):
             continue
         key = (node.target, node.args, tuple(sorted(node.kwargs.items())))
+        try:
+            hash(key)
+        except TypeError:  # an argument that is a list: not one of the ops above as NASNet uses them; leave it
+            continue
         if key in first:
             node.replace_all_uses_with(first[key])
             gm.graph.erase_node(node)
@@ -556,11 +560,9 @@ def _choose_ranges(model, prepared, calibration, convert_pt2e) -> tuple:
 def image_tuples(batch: np.ndarray, layout: str = "NCHW"):
     """NHWC float images -> a list of 1-tuples of 1x3xHxW tensors (the whole model's inputs): contiguous NCHW
     copies, or for ``layout`` NHWC channels-last views of the images' own bytes."""
-    import torch
+    from edge.artifact.pte_inputs import image_tensor
 
-    if layout.upper() == "NHWC":  # unsqueeze, not x[None]: numpy gives a size-1 axis stride 0, which ExecuTorch rejects
-        return [(torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(0).permute(0, 3, 1, 2),) for x in batch]
-    return [(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])),) for x in batch]
+    return [(image_tensor(x, layout.upper() == "NHWC"),) for x in batch]
 
 
 def serialize_program(edge, path: Path) -> None:

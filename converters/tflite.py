@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import sys
-from edge.cli import DefaultsHelpFormatter
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import numpy as np
 from converters import pipeline
 from converters.common import ConversionError, Precision, add_common_arguments, write_json_atomic
 from converters.pipeline import Backend, Built, Converted, Job, Loaded, Reference
+from edge.cli import DefaultsHelpFormatter
 from converters.quantized_input import input_grid, shift_stem_input
 from edge.artifact.manifest import IO, CellsManifest, Converter, Delegation, Format, PartEntry, Quantization
 from edge.quiet import quiet_tensorflow

@@ -8,7 +8,7 @@ XNNPACK splits a binary elementwise op (ADD, MUL) and a copy (each input of a CO
 ExecuTorch 1.5.1 pins), whatever the number of threads. An op of one tile runs on one thread while the others
 wait at its end; with two threads, three tiles split 2:1. int8 tensors are a quarter of fp32's bytes, so the same
 op has a quarter of the tiles: NASNet-Mobile's 14x14 and 7x7 cells' adds, count-map multiplies and concatenation
-copies are one or two tiles in int8 and 3-9 in fp32. Prints, per op type, how many ops get how many tiles, and
+copies are one or two tiles in int8 and 3-25 in fp32. Prints, per op type, how many ops get how many tiles, and
 the share of the op's elements that a ``--threads`` pool can at best run in parallel.
 """
 

@@ -92,7 +92,24 @@ def program_inputs(path: str | os.PathLike, plan: int = 0) -> list[tuple[tuple[i
             raise ValueError(f"not a readable ExecuTorch program ({e})") from None
 
 
+def channels_last_inputs(path: str | os.PathLike) -> list[bool]:
+    """For each input of ``forward``: is it a 4-D tensor that wants its bytes in NHWC (channels-last) order?"""
+    return [i is not None and len(i[0]) == 4 and i[1] == CHANNELS_LAST for i in program_inputs(path)]
+
+
 def takes_channels_last(path: str | os.PathLike) -> bool:
     """Does the program's first input (an image, sizes 1x3xHxW) want its bytes in NHWC order?"""
-    first = program_inputs(path)[0]
-    return first is not None and len(first[0]) == 4 and first[1] == CHANNELS_LAST
+    return channels_last_inputs(path)[:1] == [True]
+
+
+def image_tensor(sample, channels_last: bool):
+    """An HxWx3 float32 image (numpy) as the 1x3xHxW torch tensor a program takes: for a channels-last program a
+    view of the image's own bytes (no copy, and XNNPACK transposes nothing), else a contiguous NCHW copy. The
+    size-1 batch axis comes from ``unsqueeze``, not numpy's ``[None]``, whose stride 0 ExecuTorch rejects. numpy
+    and torch are imported here, so that this module stays importable with the standard library alone."""
+    import numpy as np
+    import torch
+
+    if channels_last:
+        return torch.from_numpy(np.ascontiguousarray(sample)).unsqueeze(0).permute(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(sample.transpose(2, 0, 1))).unsqueeze(0)

@@ -22,7 +22,7 @@ import numpy as np
 from edge.model.config import Preprocessing
 from edge.errors import ModelError
 from edge.artifact.integrity import check_pte_header, probe_in_subprocess, verify_against_manifest
-from edge.artifact.pte_inputs import CHANNELS_LAST, program_inputs
+from edge.artifact.pte_inputs import channels_last_inputs, image_tensor
 from edge.labels import Prediction, softmax, top_k
 from edge.preprocessing import ImageLike, preprocess
 
@@ -243,21 +243,16 @@ class ExecuTorchRunner(Runner):
         # Which 4-D inputs want channels-last (NHWC) bytes: ExecuTorch copies an input's bytes without checking
         # their order (edge/artifact/pte_inputs.py), so the order is read from the program and matched here.
         try:
-            self.channels_last = [bool(i) and len(i[0]) == 4 and i[1] == CHANNELS_LAST
-                                  for i in program_inputs(self.path)]
+            self.channels_last = channels_last_inputs(self.path)
         except ValueError:  # loaded above, so the runtime read it: fall back to the default (NCHW) order
             self.channels_last = []
         self.layout = "NHWC" if self.channels_last[:1] == [True] else "NCHW"
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        torch = self._torch
+        nhwc = self.layout == "NHWC"
         outs = []
         for sample in np.asarray(x, dtype=np.float32):
-            if self.layout == "NHWC":  # the image's own bytes, viewed as 1x3xHxW (no copy here, none in XNNPACK)
-                t = torch.from_numpy(np.ascontiguousarray(sample)).unsqueeze(0).permute(0, 3, 1, 2)
-            else:
-                t = torch.from_numpy(np.ascontiguousarray(sample.transpose(2, 0, 1)[None]))
-            outs.append(self.method.execute((t,))[0].numpy().reshape(-1))
+            outs.append(self.method.execute((image_tensor(sample, nhwc),))[0].numpy().reshape(-1))
         return np.stack(outs)
 
     def execute(self, *inputs):
