@@ -4,7 +4,9 @@
 # LiteRT's speed. The wheel's own backend is compiled by GCC, which spills vector registers in XNNPACK's int8
 # 25-tap depthwise kernel (AVX-512 and AVX2) and its fp32 GEMM (AVX2): same graph, same kernels, 1.1-1.3x slower
 # (docs/benchmarking.md, issue 20). By default XNNPACK also runs on the source tree's pthreadpool, newer than the
-# wheel's, as LiteRT's is (3% faster int8 at two threads). The result replaces the wheel's backend in the toolkit's
+# wheel's, as LiteRT's is (3% faster int8 at two threads), and the delegate reshapes and sets up its XNNPACK runtime
+# only when an input's shape or data pointer changed, as LiteRT's does (upstream does both for all ~700 operators at
+# every inference: xnn_executor_setup_once.patch). The result replaces the wheel's backend in the toolkit's
 # processes only:
 #
 #   bash scripts/build_executorch_xnnpack.sh                  # clang, sources cloned at the wheel's commit
@@ -22,17 +24,20 @@
 #   --threadpool own|wheel   own (default): XNNPACK runs on the source tree's pthreadpool, linked into the library
 #                    (own_threadpool.cpp: the wheel's is older than LiteRT's and costs more per operator at two
 #                    threads); wheel: on the wheel's pthreadpool, as the wheel's backend does (out: <compiler>-wheelpool)
+#   --setup once|each-call   once (default): the delegate reshapes and sets up its XNNPACK runtime only when an input
+#                    shape or data pointer changed, as LiteRT's does (xnn_executor_setup_once.patch, applied to copies
+#                    in the build folder); each-call: on every execute, as upstream does (out: <compiler>-eachcall)
 #   --out DIR        where the library goes (default: build/executorch_xnnpack/<compiler>)
 #   --jobs N         parallel compile jobs (default: the number of CPUs)
 #
-# Needs cmake >= 3.24, ninja or make, the compiler (apt-get install clang-19 / gcc g++), Python with executorch.
+# Needs cmake >= 3.24, ninja or make, patch (for --setup once), the compiler (apt-get install clang-19 / gcc g++), Python with executorch.
 # Writes OUT/libexecutorch_backend_xnnpack.so and OUT/libexecutorch_backend_xnnpack.so.json (compiler, flags,
 # sources, the wheel it was built for), each to a temporary name first. Every symbol is resolved against the
 # wheel's libexecutorch.so and libexecutorch_threadpool.so at link time, so a mismatched tree fails here.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-compiler=clang src="" out="" label="" threadpool=own jobs=$(nproc 2>/dev/null || echo 2)
+compiler=clang src="" out="" label="" threadpool=own setup=once jobs=$(nproc 2>/dev/null || echo 2)
 die() { echo "error: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
@@ -42,7 +47,8 @@ while [ $# -gt 0 ]; do
     --source-label) label=${2:?}; shift 2 ;;
     --jobs) jobs=${2:?}; shift 2 ;;
     --threadpool) threadpool=${2:?}; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --setup) setup=${2:?}; shift 2 ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
 done
@@ -57,6 +63,9 @@ case $compiler in
 esac
 case $threadpool in own) own=ON suffix="" ;; wheel) own=OFF suffix="-wheelpool" ;;
   *) die "--threadpool $threadpool: choose own or wheel" ;; esac
+case $setup in once) setup_once=ON ;; each-call) setup_once=OFF suffix="$suffix-eachcall" ;;
+  *) die "--setup $setup: choose once or each-call" ;; esac
+command -v patch >/dev/null || [ "$setup" = each-call ] || die "patch is not installed (apt-get install patch), or build with --setup each-call"
 python=${PYTHON:-python}
 read -r et_version et_commit wheel_lib < <("$python" - <<'PY'
 import importlib.util, pathlib, sys
@@ -110,7 +119,7 @@ mkdir -p "$out"
 gen=(-G Ninja); command -v ninja >/dev/null || gen=()
 echo "configuring ($compiler${flags:+ $flags}) in $build"
 CC=$cc CXX=$cxx CFLAGS="$flags" CXXFLAGS="$flags" cmake -S "$here/executorch_xnnpack" -B "$build" "${gen[@]}" \
-  -DCMAKE_BUILD_TYPE=Release -DEXECUTORCH_ROOT="$src" -DWHEEL_LIB="$wheel_lib" -DOWN_PTHREADPOOL=$own > "$out/configure.log" 2>&1 \
+  -DCMAKE_BUILD_TYPE=Release -DEXECUTORCH_ROOT="$src" -DWHEEL_LIB="$wheel_lib" -DOWN_PTHREADPOOL=$own -DSETUP_ONCE=$setup_once > "$out/configure.log" 2>&1 \
   || { tail -20 "$out/configure.log" >&2; die "cmake configure failed (log: $out/configure.log)"; }
 echo "building with $jobs jobs (XNNPACK and its microkernels: a few minutes; log: $out/build.log)"
 cmake --build "$build" --target executorch_backend_xnnpack -j "$jobs" > "$out/build.log" 2>&1 \
@@ -120,14 +129,16 @@ cp "$build/libexecutorch_backend_xnnpack.so" "$lib.tmp"
 version=$("$cc" --version | head -1)
 "$python" - "$lib.tmp.json" "$compiler" "$version" "$flags" "$et_version" "$et_commit" "$wheel_lib" "$label" \
   "$(git -C "$src/backends/xnnpack/third-party/XNNPACK" rev-parse HEAD 2>/dev/null || echo unknown)" \
-  "$threadpool" "$(git -C "$src/backends/xnnpack/third-party/pthreadpool" rev-parse HEAD 2>/dev/null || echo unknown)" <<'PY'
+  "$threadpool" "$(git -C "$src/backends/xnnpack/third-party/pthreadpool" rev-parse HEAD 2>/dev/null || echo unknown)" "$setup" <<'PY'
 import json, platform, sys, time
-path, kind, version, flags, et_version, et_commit, wheel_lib, source, xnnpack, pool, pool_src = sys.argv[1:]
+path, kind, version, flags, et_version, et_commit, wheel_lib, source, xnnpack, pool, pool_src, setup = sys.argv[1:]
 json.dump({"what": "ExecuTorch XNNPACK backend built by scripts/build_executorch_xnnpack.sh", "compiler": kind,
            "compiler_version": version, "flags": flags.split(), "executorch_wheel": et_version,
            "executorch_wheel_commit": et_commit, "wheel_lib": wheel_lib, "executorch_source": source,
            "xnnpack_source": xnnpack, "machine": platform.machine(),
            "threadpool": "the wheel's pthreadpool" if pool == "wheel" else f"own pthreadpool {pool_src[:8]}",
+           "runtime_setup": ("once per input shape and pointers (xnn_executor_setup_once.patch)" if setup == "once"
+                             else "every execute (upstream)"),
            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, open(path, "w"), indent=1)
 PY
 mv "$lib.tmp" "$lib" && mv "$lib.tmp.json" "$lib.json"

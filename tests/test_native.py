@@ -71,6 +71,12 @@ def test_a_build_record_beside_a_library_names_its_flags(tmp_path):
         "clang 19.1.7 + own pthreadpool 0e6ca137"
     assert native.build_label({"compiler": "clang 19.1.7", "build": {"threadpool": "the wheel's pthreadpool"}}) == \
         "clang 19.1.7"
+    # --setup once (the default): a build that reshapes and sets up its runtime only when an input changed
+    assert native.build_label({"compiler": "clang 19.1.7", "build": {
+        "threadpool": "own pthreadpool 0e6ca137", "runtime_setup": "once per input shape and pointers"}}) == \
+        "clang 19.1.7 + own pthreadpool 0e6ca137 + setup once"
+    assert native.build_label({"compiler": "clang 19.1.7", "build": {"runtime_setup": "every execute (upstream)"}}) == \
+        "clang 19.1.7"
 
 
 BUILD_SCRIPT = REPO / "scripts" / "build_executorch_xnnpack.sh"
@@ -82,6 +88,7 @@ BUILD_SCRIPT = REPO / "scripts" / "build_executorch_xnnpack.sh"
     (["--compiler", "gcc", "--src", "{tmp}"], "is not an ExecuTorch tree with its XNNPACK submodules"),
     (["--frobnicate"], "unknown option '--frobnicate'"),
     (["--threadpool", "openmp"], "--threadpool openmp: choose own or wheel"),
+    (["--setup", "twice"], "--setup twice: choose once or each-call"),
 ])
 def test_the_backend_build_script_answers_bad_input_in_one_line(tmp_path, args, expect):
     """The build itself needs ExecuTorch's sources and a network (docs/benchmarking.md has the measured builds);

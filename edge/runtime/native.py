@@ -138,13 +138,15 @@ def build_record(library: str | os.PathLike) -> dict | None:
 
 def build_label(build: dict) -> str:
     """How tables name a build of XNNPACK: ``GCC 13.3.1``, ``clang 19.1.7``, ``GCC 12.2.0 -fschedule-insns
-    -fsched-pressure``, ``clang 19.1.7 + own pthreadpool 0e6ca137`` (the flags and the pool come from the build's
-    record; an ELF file does not keep them)."""
+    -fsched-pressure``, ``clang 19.1.7 + own pthreadpool 0e6ca137 + setup once`` (the flags, the pool and how the runtime
+    is set up come from the build's record; an ELF file does not keep them)."""
     compiler = (build.get("compiler") or "unknown compiler").split(" (")[0]
     record = build.get("build") or {}
     flags = record.get("flags") or []
     pool = record.get("threadpool") or ""  # --threadpool own: XNNPACK on a pthreadpool linked into the backend
-    return " ".join([compiler, *flags, *(["+", pool] if pool.startswith("own") else [])])
+    setup = record.get("runtime_setup") or ""  # --setup once: reshape and set up only when an input changed
+    return " ".join([compiler, *flags, *(["+", pool] if pool.startswith("own") else []),
+                     *(["+ setup once"] if setup.startswith("once") else [])])
 
 
 def preload_executorch_xnnpack() -> str | None:
