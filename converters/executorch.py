@@ -816,10 +816,13 @@ class ExecuTorchBackend(Backend):
         return Reference(model, model.keras_weights(), logits)
 
     def plan_target(self, job: Job, precision: Precision) -> str:
-        from edge.model.passes import REFERENCE, XNNPACK_FP32
+        from edge.model.passes import REFERENCE, XNNPACK_FP32, XNNPACK_PT2E
 
-        # XNNPACK's float edge form for every precision: PT2E's int8 quantizer takes ReLU as it is
-        return (XNNPACK_FP32 if job.lowered else REFERENCE).name
+        # XNNPACK's float edge form; for int8 the same less the max pools' border map (PT2E's XNNPACK quantizer and
+        # partitioner take MAXIMUM in fp32 only), quantized whole: PT2E's int8 quantizer takes ReLU as it is
+        if not job.lowered:
+            return REFERENCE.name
+        return (XNNPACK_PT2E if precision is Precision.INT8 else XNNPACK_FP32).name
 
     def build(self, job: Job, loaded: Loaded, plan, precision: Precision) -> Built:
         from edge.model.torch_emit import emit_torch

@@ -50,7 +50,7 @@ def test_pad_annotation_shares_quantization_with_its_input():
     from edge.model.torch_emit import build_torch_model
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    model = build_torch_model(nasnet_mobile(num_classes=10, input_size=64), "xnnpack_fp32")
+    model = build_torch_model(nasnet_mobile(num_classes=10, input_size=64), "xnnpack_pt2e")  # ExecuTorch's int8 form
     x = torch.randn(1, 3, 64, 64)
     prepared = prepare_pt2e(torch.export.export(model, (x,), strict=False).module(), nasnet_xnnpack_quantizer())
     prepared(x)
@@ -258,7 +258,7 @@ def test_fp32_parts_stay_float_inside_the_single_delegate_partition(tmp_path):
     from converters.executorch import (export_program, image_tuples, nasnet_xnnpack_quantizer, part_module_names,
                                        write_program)
 
-    cfg, model = small_nasnet(lowered=True)
+    cfg, model = small_nasnet(lowered="xnnpack_pt2e")  # the form ExecuTorch's converter quantizes
     modules = part_module_names("stem,cell_00", len(cfg.cells()))
     assert modules == ("stem", "cells.0") and part_module_names("none", 4) == ()
     with pytest.raises(ValueError, match="unknown part 'cell_09'"):

@@ -24,7 +24,8 @@ NO_GPU_OK = os.environ.get("NASNET_EDGE_NO_GPU") == "1"
 UPSTREAM = ("LiteRT 2.3's GPU graph compiler merges a zero PAD into the POOLING_2D that is its only consumer, "
             "whatever the pooling type (merge_padding_with.cc), and its pooling kernels leave out-of-bounds taps out "
             "(max: -inf; average: not counted); docs/gpu.md. When this passes, upstream is fixed: "
-            "the GPU target's max_pool_border_map pass (edge/model/passes.py) can go")
+            "the GPU target no longer needs max_pool_border_map (edge/model/passes.py) to be exact; the XNNPACK "
+            "float target keeps it for speed")
 
 
 def _save_tflite(model, path):

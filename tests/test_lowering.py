@@ -49,8 +49,9 @@ def test_edge_form_equals_reference_in_both_builders(reference, real_images, tar
     assert np.abs(edge_k.predict(x, verbose=0) - want).max() <= 1e-5
 
 
-@pytest.mark.parametrize("size,pooling", [(199, Pooling.KERAS), (224, Pooling.SLIM)])
-def test_edge_form_is_exact_at_odd_sizes_and_in_slim_mode(size, pooling):
+@pytest.mark.parametrize("size,pooling,target", [(199, Pooling.KERAS, XNNPACK_INT8), (224, Pooling.SLIM, XNNPACK_INT8),
+                                                (199, Pooling.KERAS, XNNPACK_FP32), (224, Pooling.KERAS, XNNPACK_FP32)])
+def test_edge_form_is_exact_at_odd_sizes_and_in_slim_mode(size, pooling, target):
     cfg = nasnet_mobile(num_classes=10, input_size=size, pooling=pooling)
     ref = build_torch_model(cfg)
     with torch.no_grad():
@@ -59,9 +60,23 @@ def test_edge_form_is_exact_at_odd_sizes_and_in_slim_mode(size, pooling):
                 m.running_mean.normal_(0, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
     x = np.random.default_rng(1).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
-    edge = build_torch_model(cfg, XNNPACK_INT8)
+    edge = build_torch_model(cfg, target)
     edge.load_keras_weights(edge.plan.lower_weights(ref.keras_weights()))
     assert np.abs(torch_probs(edge, x) - torch_probs(ref, x)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("size", [199, 224])
+def test_float_form_max_pools_take_their_padding_themselves(size):
+    """max_pool_border_map in the PyTorch emitter: a 'same' max pool is F.max_pool2d's own padding (ceil_mode for
+    TF's one extra row at the bottom), not F.pad(-inf) before it, which ExecuTorch's XNNPACK lowering would run as a
+    pad copy of the pool's whole input (StaticConstantPad; XNNPACK folds pads into convolutions only)."""
+    model = build_torch_model(nasnet_mobile(num_classes=10, input_size=size), XNNPACK_FP32).eval()
+    graph = torch.export.export(model, (torch.zeros(1, 3, size, size),)).graph
+    pools = [n for n in graph.nodes if "max_pool2d" in str(n.target)]
+    assert len(pools) == 4  # one per reduction cell (share_max_pools)
+    assert not [p for p in pools if "pad" in str(p.args[0].target)]
+    assert any(len(p.args) > 5 and p.args[5] for p in pools)  # ceil_mode: an even input, TF's bottom row
+    assert len([n for n in graph.nodes if "maximum" in str(n.target)]) == 4  # the border maps
 
 
 def test_factorized_reduction_packs_into_one_2x2_conv_and_back():

@@ -11,6 +11,7 @@ import pytest
 
 from edge.model.config import Pooling, nasnet_large, nasnet_mobile
 from edge.model.passes import (GPU, MAX_CONCAT_INPUTS, MAX_DW_TAPS, PASSES, TARGETS, XNNPACK_FP32, XNNPACK_INT8,
+                               XNNPACK_PT2E,
                                PackFactorized, SplitSeparable, avgpool_as_dwconv, build_plan, distinct_pads,
                                fuse_factorized,
                                max_pool_border_map, max_pool_border_relu, merge_twin_pools, share_max_pools, relu_as_dwconv, relu_before_concat, same_padding,
@@ -283,9 +284,13 @@ def test_split_concat_respects_xnnpack_arity(ref):
 
 
 def test_max_pool_border_map_leaves_no_pad_feeding_a_max_pool():
-    before = build_plan(MOBILE, XNNPACK_FP32)
+    before = build_plan(MOBILE, XNNPACK_FP32.without("max_pool_border_map"))
     plan = max_pool_border_map(before)
     check(plan)
+    # the float XNNPACK form (LiteRT fp32/fp16/dynamic, ExecuTorch fp32) and the GPU's have it; ExecuTorch's int8
+    # form not (PT2E's XNNPACK partitioner takes MAXIMUM in fp32 only)
+    assert build_plan(MOBILE, XNNPACK_FP32).nodes == build_plan(MOBILE, GPU).nodes == plan.nodes
+    assert build_plan(MOBILE, XNNPACK_PT2E).nodes == before.nodes
     assert not [n for n in plan.nodes if n.kind is Kind.MAX_POOL and plan.node(n.inputs[0]).kind is Kind.PAD]
     maxima = [n for n in plan.nodes if n.kind is Kind.MAXIMUM]
     pools = [n for n in before.nodes if n.kind is Kind.MAX_POOL and n.pad_mode is PadMode.ZERO]

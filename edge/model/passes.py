@@ -610,8 +610,15 @@ class Target:
 _XNNPACK = ("fuse_factorized", "avgpool_as_dwconv", "same_padding", "merge_twin_pools", "share_max_pools",
             "split_large_dwconv")
 REFERENCE = Target("reference", (), "Keras' NASNet layer for layer: the stock graph")
-XNNPACK_FP32 = Target("xnnpack_fp32", _XNNPACK + ("share_relu", "split_concat", "distinct_pads"),
-                      "XNNPACK in float (LiteRT fp32/fp16/dynamic; ExecuTorch, whose int8 quantizer handles ReLU)")
+# max_pool_border_map in the float form: XNNPACK folds no zero pad into a max pool, so each reduction cell's pool read
+# a PAD copy of its full-size input (the first, 113x113x11, 1.2% of fp32 at one thread and 1.28x at two:
+# scripts/operator_profile.py); a 'same' pool and one MAXIMUM on its quarter-size output instead. Not in ExecuTorch's
+# int8 form: its XNNPACK partitioner takes MAXIMUM in fp32 only (MaximumConfig), so it would run as fp32 islands.
+XNNPACK_FP32 = Target("xnnpack_fp32", _XNNPACK + ("share_relu", "split_concat", "distinct_pads", "max_pool_border_map"),
+                      "XNNPACK in float (LiteRT fp32/fp16/dynamic; ExecuTorch fp32)")
+XNNPACK_PT2E = Target("xnnpack_pt2e", XNNPACK_FP32.without("max_pool_border_map").passes,
+                      "XNNPACK int8 through ExecuTorch: the float form PT2E's XNNPACK quantizer quantizes whole "
+                      "(it takes ReLU as it is, MAXIMUM not at all)")
 # relu_before_concat in LiteRT's int8 form only: the fp32 form is also ExecuTorch's, whose PT2E XNNPACK quantizer
 # left the ReLUs the pass makes (after an ADD or a constant MUL, and on a concat input) as 36 fp32 islands: 38
 # clamps and 38 converts in the int8 program's XNNPACK graph instead of 2 converts (tests/test_executorch.py).
@@ -619,9 +626,11 @@ XNNPACK_INT8 = Target("xnnpack_int8",
                       _XNNPACK + ("relu_before_concat", "relu_as_dwconv", "share_relu", "split_concat",
                                   "distinct_pads", "max_pool_border_relu"),
                       "XNNPACK full int8 through LiteRT (standalone int8 RELU stays on LiteRT's kernels)")
-GPU = Target("gpu", XNNPACK_FP32.passes + ("max_pool_border_map",),
+# The GPU needs max_pool_border_map for correctness (LiteRT's GPU merges a PAD into its pool with -inf semantics,
+# docs/gpu.md), XNNPACK for speed: today the two targets have the same passes, kept apart so that either can change.
+GPU = Target("gpu", XNNPACK_FP32.passes,
              "LiteRT's GPU accelerator (float): no zero PAD feeding a max pool alone")
-TARGETS: dict[str, Target] = {t.name: t for t in (REFERENCE, XNNPACK_FP32, XNNPACK_INT8, GPU)}
+TARGETS: dict[str, Target] = {t.name: t for t in (REFERENCE, XNNPACK_FP32, XNNPACK_PT2E, XNNPACK_INT8, GPU)}
 
 
 def lower(plan: Plan, target: Target) -> Plan:

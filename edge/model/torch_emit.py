@@ -125,6 +125,29 @@ def _symmetric(pad) -> bool:
     return pad[0] == pad[1] == pad[2] == pad[3]
 
 
+def _pool_padding(pad, size: tuple[int, int], kernel: tuple[int, int],
+                  stride: tuple[int, int]) -> tuple[tuple[int, int], bool] | None:
+    """A max pool's excluded padding (top, bottom, left, right) on an input of ``size`` as ``F.max_pool2d``'s own
+    ``(padding, ceil_mode)``, or None where no such pair gives the same windows. TF 'same' pads one more at the
+    bottom/right than at the top/left when the total is odd; ``ceil_mode`` adds that last window. Why: ExecuTorch's
+    XNNPACK lowering turns the pool's padding into XNNPACK's (padding is never read, as -inf would be), where an
+    ``F.pad`` before the pool would run as a separate pad copy of the whole input (docs/lowering.md)."""
+    axes = ((pad[0], pad[1]), (pad[2], pad[3]))
+    for ceil in (False, True):
+        ok = True
+        for (lo, hi), n, k, s in zip(axes, size, kernel, stride):
+            if not (hi - lo in (0, 1) and 2 * lo <= k):
+                return None
+            want = (n + lo + hi - k) // s + 1
+            got = -(-(n + 2 * lo - k) // s) + 1 if ceil else (n + 2 * lo - k) // s + 1
+            if ceil and (got - 1) * s >= n + lo:  # PyTorch: the last window must start inside input or left pad
+                got -= 1
+            ok &= got == want
+        if ok:
+            return (pad[0], pad[2]), ceil
+    return None
+
+
 class PartModule(nn.Module):
     """The nodes of one part of a plan, run in order. ``forward`` takes the part's inputs (a cell: ``x``, then
     ``p`` when it reads one) in NCHW and returns its output.
@@ -205,6 +228,10 @@ class PartModule(nn.Module):
         if kind is Kind.SUBSAMPLE:
             return x[:, :, ::n.stride[0], ::n.stride[1]]
         if kind is Kind.MAX_POOL:
+            if n.pad != NO_PAD and n.pad_mode is PadMode.EXCLUDED:
+                own = _pool_padding(n.pad, tuple(x.shape[-2:]), n.kernel, n.stride)
+                if own is not None:
+                    return F.max_pool2d(x, n.kernel, n.stride, padding=own[0], ceil_mode=own[1])
             if n.pad != NO_PAD:
                 value = float("-inf") if n.pad_mode is PadMode.EXCLUDED else 0.0
                 x = F.pad(x, _torch_pad(n.pad), value=value)
