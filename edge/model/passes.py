@@ -611,7 +611,7 @@ _XNNPACK = ("fuse_factorized", "avgpool_as_dwconv", "same_padding", "merge_twin_
             "split_large_dwconv")
 REFERENCE = Target("reference", (), "Keras' NASNet layer for layer: the stock graph")
 # max_pool_border_map in the float form: XNNPACK folds no zero pad into a max pool, so each reduction cell's pool read
-# a PAD copy of its full-size input (the first, 113x113x11, 1.2% of fp32 at one thread and 1.28x at two:
+# a PAD copy of its full-size input (the four: 0.16 ms of fp32's 11.2 at one thread, 1.04x at two:
 # scripts/operator_profile.py); a 'same' pool and one MAXIMUM on its quarter-size output instead. Not in ExecuTorch's
 # int8 form: its XNNPACK partitioner takes MAXIMUM in fp32 only (MaximumConfig), so it would run as fp32 islands.
 XNNPACK_FP32 = Target("xnnpack_fp32", _XNNPACK + ("share_relu", "split_concat", "distinct_pads", "max_pool_border_map"),

@@ -180,12 +180,13 @@ class PartModule(nn.Module):
                     value = value.permute(2, 0, 1).unsqueeze(1).contiguous()
                 else:  # a per-position map, broadcast over batch and channels
                     value = value[None, None]
-                    if n.kind is Kind.SCALE and n.shape[2] > 1:
+                    if n.kind in (Kind.SCALE, Kind.MAXIMUM) and n.shape[2] > 1:
                         # At full width and channels-last, so that ExecuTorch's XNNPACK lowering takes it as NHWC.
                         # A (1, 1, H, W) map is contiguous both ways, which executorch 1.5.1's channels-last
                         # pass reads as NCHW; and the partitioner leaves a MUL's constant operand outside the
                         # delegate (GenericNodePartitionerConfig.get_node_and_deps), so it was handed in at each
-                        # call and transposed to NHWC by a StaticTranspose: 28 per inference in NASNet-Mobile.
+                        # call and transposed to NHWC by a StaticTranspose: 28 per inference in NASNet-Mobile (and 4
+                        # for the max pools' border maps, tests/test_executorch.py).
                         value = value.expand(1, n.shape[2], *value.shape[2:]).contiguous(
                             memory_format=torch.channels_last)
                 self._register_const(n.name, value)
