@@ -30,9 +30,9 @@ import numpy as np
 from converters import pipeline
 from converters.common import ConversionError, Precision, add_common_arguments, write_json_atomic
 from converters.pipeline import Backend, Built, Converted, Job, Loaded, Reference
-from edge.cli import DefaultsHelpFormatter
 from edge.artifact.manifest import (DELEGATE_TARGETS, IO, CellsManifest, Converter, Delegation, Format, PartEntry,
                                     Quantization)
+from edge.cli import DefaultsHelpFormatter
 from edge.quiet import quiet_executorch_import
 
 log = logging.getLogger(__name__)

@@ -27,9 +27,9 @@ import numpy as np
 from converters import pipeline
 from converters.common import ConversionError, Precision, add_common_arguments, write_json_atomic
 from converters.pipeline import Backend, Built, Converted, Job, Loaded, Reference
-from edge.cli import DefaultsHelpFormatter
 from converters.quantized_input import input_grid, shift_stem_input
 from edge.artifact.manifest import IO, CellsManifest, Converter, Delegation, Format, PartEntry, Quantization
+from edge.cli import DefaultsHelpFormatter
 from edge.quiet import quiet_tensorflow
 from edge.runtime.runners import TFLITE_METADATA_NAME, LiteRTRunner
 

@@ -46,19 +46,19 @@ def _worker(path: str, threads: int, runs: int, warmup: int, etdump: str) -> Non
     preload_executorch_xnnpack()
     with quiet_executorch_import(), captured_fds():
         from executorch.extension.pybindings import portable_lib
-    from edge.artifact.pte_inputs import channels_last_inputs, image_tensor
+    from edge.artifact.pte_inputs import image_tensor, takes_channels_last
+    from edge.runtime.runners import size_executorch_threadpool
 
+    size_executorch_threadpool(portable_lib, threads)
     with captured_fds():
-        if portable_lib._threadpool_get_thread_count() != threads:
-            portable_lib._unsafe_reset_threadpool(threads)
         module = portable_lib._load_for_executorch(path, enable_etdump=True, debug_buffer_size=0)
     meta = module.method_meta("forward")
     sizes = list(meta.input_tensor_meta(0).sizes())
     if len(sizes) != 4 or meta.num_inputs() != 1:
         raise SystemExit(f"error: {path}: profiles programs of one image input (1x3xHxW); this one takes "
                          f"{meta.num_inputs()} input(s), the first {sizes}")
-    nhwc = channels_last_inputs(path)[:1] == [True]
-    x = image_tensor(np.random.default_rng(0).uniform(-1, 1, (sizes[2], sizes[3], 3)).astype("f"), nhwc)
+    x = image_tensor(np.random.default_rng(0).uniform(-1, 1, (sizes[2], sizes[3], 3)).astype("f"),
+                     takes_channels_last(path))
     wall = []
     for i in range(warmup + runs):
         t = time.perf_counter()

@@ -164,6 +164,7 @@ class PartModule(nn.Module):
         self.input_nodes = tuple(n.name for n in part.nodes if n.kind is Kind.INPUT)
         self.layers = nn.ModuleDict()
         self._const: dict[str, str] = {}
+        self._pool_padding: dict[str, tuple[tuple[int, int], bool]] = {}  # node -> F.max_pool2d (padding, ceil_mode)
         self.taps: dict = {}
         for n in self.nodes:
             module = _weighted_module(plan, n)
@@ -174,6 +175,10 @@ class PartModule(nn.Module):
                 h, w, _ = plan.node(n.inputs[0]).shape
                 self._register_const(n.name, torch.from_numpy(avg_count_map(h, w, n.kernel[0], n.stride[0],
                                                                             n.pad))[None, None])
+            if n.kind is Kind.MAX_POOL and n.pad_mode is PadMode.EXCLUDED and n.pad != NO_PAD:
+                own = _pool_padding(n.pad, plan.node(n.inputs[0]).shape[:2], n.kernel, n.stride)
+                if own is not None:
+                    self._pool_padding[n.name] = own
             if n.const:
                 value = torch.from_numpy(constant(n))
                 if n.kind is Kind.DEPTHWISE:  # (kh, kw, C) -> (C, 1, kh, kw)
@@ -229,10 +234,9 @@ class PartModule(nn.Module):
         if kind is Kind.SUBSAMPLE:
             return x[:, :, ::n.stride[0], ::n.stride[1]]
         if kind is Kind.MAX_POOL:
-            if n.pad != NO_PAD and n.pad_mode is PadMode.EXCLUDED:
-                own = _pool_padding(n.pad, tuple(x.shape[-2:]), n.kernel, n.stride)
-                if own is not None:
-                    return F.max_pool2d(x, n.kernel, n.stride, padding=own[0], ceil_mode=own[1])
+            if n.name in self._pool_padding:  # 'same' padding as the pool's own (decided once, in __init__)
+                padding, ceil = self._pool_padding[n.name]
+                return F.max_pool2d(x, n.kernel, n.stride, padding=padding, ceil_mode=ceil)
             if n.pad != NO_PAD:
                 value = float("-inf") if n.pad_mode is PadMode.EXCLUDED else 0.0
                 x = F.pad(x, _torch_pad(n.pad), value=value)

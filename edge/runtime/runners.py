@@ -194,6 +194,18 @@ def _litert():
     return Interpreter, OpResolverType
 
 
+def size_executorch_threadpool(portable_lib, threads: int) -> None:
+    """Size the process's one ExecuTorch XNNPACK thread pool (it ignores torch.set_num_threads), and only when its
+    size differs: ``_unsafe_reset_threadpool`` frees the pool that methods loaded before still run on
+    (docs/benchmarking.md, the crash of issue 20). Its cpuinfo probe prints native log lines to stderr, which would
+    sit above any one-line error: they are captured."""
+    from edge.quiet import captured_fds
+
+    with captured_fds():  # the first call creates the pool
+        if portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(threads)
+
+
 class ExecuTorchRunner(Runner):
     kind = RuntimeKind.EXECUTORCH
 
@@ -214,11 +226,7 @@ class ExecuTorchRunner(Runner):
             from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime
 
-        # ExecuTorch's XNNPACK thread pool ignores torch.set_num_threads: size it explicitly (its cpuinfo
-        # probe prints native log lines to stderr, which would sit above any one-line error)
-        with captured_fds():  # the first call creates the pool
-            if portable_lib._threadpool_get_thread_count() != threads:
-                portable_lib._unsafe_reset_threadpool(threads)
+        size_executorch_threadpool(portable_lib, threads)
 
         # a program for a backend this runtime lacks (e.g. --backend vulkan on the pip wheel): say exactly that
         missing = missing_backends(self.path, registered_backends())
