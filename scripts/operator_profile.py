@@ -239,7 +239,9 @@ def main(argv=None) -> int:
     p.add_argument("--markdown", type=Path, help="write the tables here")
     args = p.parse_args(argv)
     for a in args.artifacts:
-        if a.suffix != ".pte" or not a.is_file():
+        if not a.is_file():
+            sys.exit(f"error: {a}: no such file")
+        if a.suffix != ".pte":
             sys.exit(f"error: {a}: not a .pte file (this profiles ExecuTorch programs; LiteRT runs the same "
                      "XNNPACK operators: scripts/kernel_profile.py samples both)")
     try:

@@ -65,6 +65,29 @@ def test_edge_form_is_exact_at_odd_sizes_and_in_slim_mode(size, pooling, target)
     assert np.abs(torch_probs(edge, x) - torch_probs(ref, x)).max() <= 1e-5
 
 
+def test_a_same_max_pool_is_its_own_padding_and_ceil_mode_exactly():
+    """The emitter's rule (torch_emit._pool_padding) against F.pad(-inf) + a 'valid' pool, for every input size
+    5-119 and the kernels and strides NASNet and its variants use: where it answers, the same windows and values."""
+    import torch.nn.functional as F
+
+    from edge.model.config import same_pad
+    from edge.model.torch_emit import _pool_padding
+
+    g = torch.Generator().manual_seed(0)
+    answered = 0
+    for n in range(5, 120):
+        for k, s in ((3, 2), (3, 1), (2, 2), (5, 2)):
+            pad = same_pad(n, k, s) * 2  # (top, bottom, left, right)
+            own = _pool_padding(pad, (n, n), (k, k), (s, s))
+            if own is None:
+                continue
+            answered += 1
+            x = torch.randn(1, 2, n, n, generator=g)
+            want = F.max_pool2d(F.pad(x, (pad[2], pad[3], pad[0], pad[1]), value=float("-inf")), k, s)
+            assert torch.equal(F.max_pool2d(x, k, s, padding=own[0], ceil_mode=own[1]), want), (n, k, s)
+    assert answered == 460  # every case: TF 'same' never pads more than one extra at the bottom/right
+
+
 @pytest.mark.parametrize("size", [199, 224])
 def test_float_form_max_pools_take_their_padding_themselves(size):
     """max_pool_border_map in the PyTorch emitter: a 'same' max pool is F.max_pool2d's own padding (ceil_mode for

@@ -63,7 +63,8 @@ def test_speedups_are_the_groups_ratios(profile):
 
 
 @pytest.mark.parametrize("args,expect", [
-    (["model.tflite"], "not a .pte file"),
+    (["model.pte"], "model.pte: no such file"),
+    (["{pte}.json"], "not a .pte file"),
     (["{pte}", "--threads", "two"], "--threads two: give thread counts like 1,2"),
     (["{pte}", "--runs", "0"], "must be positive"),
 ])
